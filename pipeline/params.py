@@ -36,11 +36,12 @@ def compose(
     conf_dir: str | Path = DEFAULT_CONF_DIR, overrides: list[str] | None = None
 ) -> DictConfig:
     """Compose `conf/config.yaml` exactly as `dvc exp run` does (DVC's own Hydra helper)."""
-    from dvc.utils.hydra import compose_and_dump
-
     import tempfile
 
+    from dvc.utils.hydra import compose_and_dump
+
+    config_dir = str(Path(conf_dir).resolve())
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "params.yaml"
-        compose_and_dump(output, str(Path(conf_dir).resolve()), None, "config", ".", overrides or [])
+        compose_and_dump(output, config_dir, None, "config", ".", overrides or [])
         return OmegaConf.load(output)

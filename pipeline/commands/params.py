@@ -16,7 +16,9 @@ HELP = "compose conf/ (Hydra) into params.yaml, or check that they agree"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. zoo=ssd_mobilenet_v2_coco")
+    parser.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. zoo=ssd_mobilenet_v2_coco"
+    )
     parser.add_argument("--conf-dir", type=Path, default=DEFAULT_CONF_DIR)
     parser.add_argument("--out", type=Path, default=DEFAULT_PARAMS)
     parser.add_argument(

@@ -73,7 +73,8 @@ def render_markdown(rows: list[ExperimentRow], plot_name: str | None) -> str:
     lines = [
         "# Experiments",
         "",
-        "| experiment | rev | optimizer | learning rate | freeze | AP converted | AP fine-tuned | gain |",
+        "| experiment | rev | optimizer | learning rate | freeze "
+        "| AP converted | AP fine-tuned | gain |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in ranked:
