@@ -87,6 +87,7 @@ class Route:
     drop_after: int = 0  # bytes sent before dropping the connection ...
     drops: int = 0  # ... on this many responses
     errors: int = 0  # answer 503 this many times first
+    stalls: int = 0  # send headers, then go silent, this many times first
     requests: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -121,6 +122,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("ETag", '"v1"')
         self.end_headers()
         payload = body[start:]
+        if route.stalls > 0:
+            route.stalls -= 1
+            self.wfile.write(payload[:100])
+            self.wfile.flush()
+            self.server.release.wait(5)
+            self.close_connection = True
+            return
         if route.drops > 0:
             route.drops -= 1
             self.wfile.write(payload[: route.drop_after])
@@ -139,6 +147,7 @@ def server():
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.daemon_threads = True
     httpd.routes = {}
+    httpd.release = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -149,6 +158,7 @@ def server():
 
     serve.base = base
     yield serve
+    httpd.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -238,6 +248,30 @@ def test_server_errors_are_retried(server, zoo_tar, tmp_path) -> None:
     fetch_zoo_model(url, tmp_path / "zoo", retry=FAST)
     _assert_model(tmp_path / "zoo")
     assert len(route.requests) == 3
+
+
+def test_silent_server_times_out_and_retries(server, zoo_tar, tmp_path) -> None:
+    route = Route(zoo_tar.read_bytes(), stalls=1)
+    url = server("/stall/model.tar.gz", route)
+    fetch_zoo_model(
+        url, tmp_path / "zoo", retry=RetryPolicy(attempts=2, backoff_s=0, timeout_s=0.5)
+    )
+    _assert_model(tmp_path / "zoo")
+    assert len(route.requests) == 2
+
+
+def test_complete_partial_from_an_interrupted_run_is_used(server, zoo_tar, tmp_path) -> None:
+    from pipeline.zoo.download import partial_path
+    from pipeline.zoo.fetch import _cache_file
+    from pipeline.zoo.sources import parse_source as parse
+
+    route = Route(zoo_tar.read_bytes())
+    url = server("/done/model.tar.gz", route)
+    cache = tmp_path / "cache"
+    partial_path(_cache_file(cache, parse(url))).write_bytes(zoo_tar.read_bytes())
+    fetch_zoo_model(url, tmp_path / "zoo", cache_dir=cache, sha256=_sha(zoo_tar), retry=FAST)
+    _assert_model(tmp_path / "zoo")
+    assert len(route.requests) == 1  # answered 416: nothing left to download
 
 
 def test_http_404_fails_at_once(server, tmp_path) -> None:

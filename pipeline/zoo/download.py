@@ -23,7 +23,8 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
+# Small enough that a stalled read loses little: a timed-out read drops its unfinished chunk.
+CHUNK_BYTES = 1 << 16
 # Server-side trouble worth another try; other 4xx answers will not change on retry.
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 OFFLINE_HINT = (
