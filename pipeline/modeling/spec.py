@@ -1,0 +1,236 @@
+"""What an SSD detector is, as read from a TF1 `pipeline.config`: frozen, JSON-serialisable.
+
+`SSDSpec` is the one description every stage shares: the converter builds the TF2 model from it,
+the fine-tune stage reads the training-relevant parts (matcher, losses, hard example miner), and
+`model_spec.json` in a converted directory is `SSDSpec.to_dict()`. It is filled from a
+`TrainEvalPipelineConfig` by `pipeline.tf1.pipeline_config.ssd_spec_from_config`.
+
+Numbers keep the float32 values the TF1 proto holds (e.g. aspect ratio 0.333299994469), so the
+anchors computed from a spec are bit-for-bit the TF1 graph's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+SUPPORTED_ARCHITECTURES = ("ssd_mobilenet_v2", "ssd_mobilenet_v1")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureExtractorSpec:
+    """`model.ssd.feature_extractor` plus the hyperparameters its layers are built with."""
+
+    # 'ssd_mobilenet_v2' | 'ssd_mobilenet_v1' (the TF1 `type` string).
+    type: str = "ssd_mobilenet_v2"
+    depth_multiplier: float = 1.0
+    min_depth: int = 16
+    # Depthwise-separable extra SSD layers (3x3 depthwise + 1x1 pointwise) instead of 3x3 convs.
+    use_depthwise: bool = False
+    # Activation of the extra layers ('relu6' | 'relu' | 'linear'); the MobileNet base is relu6.
+    activation: str = "relu6"
+    batch_norm_epsilon: float = 0.001
+    batch_norm_decay: float = 0.9997
+    batch_norm_scale: bool = True
+    batch_norm_center: bool = True
+    # L2 weight of the conv_hyperparams regularizer (TF1 adds weight * sum(w^2) ... as 0.5 * l2).
+    l2_weight: float = 0.0
+    override_base_feature_extractor_hyperparams: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxPredictorSpec:
+    """`model.ssd.box_predictor.convolutional_box_predictor`."""
+
+    kernel_size: int = 1
+    # SSDLite heads: 3x3 depthwise + BN + activation, then a 1x1 predictor conv.
+    use_depthwise: bool = False
+    box_code_size: int = 4
+    class_prediction_bias_init: float = 0.0
+    use_dropout: bool = False
+    dropout_keep_probability: float = 0.8
+    # Hyperparameters of the depthwise head convs (only used when use_depthwise).
+    activation: str = "relu6"
+    batch_norm_epsilon: float = 0.001
+    batch_norm_scale: bool = True
+    batch_norm_center: bool = True
+    l2_weight: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorSpec:
+    """`model.ssd.anchor_generator.ssd_anchor_generator` (TF1 MultipleGridAnchorGenerator)."""
+
+    num_layers: int = 6
+    min_scale: float = 0.2
+    max_scale: float = 0.95
+    # Explicit per-layer scales; when empty they are interpolated from min_scale..max_scale.
+    scales: tuple[float, ...] = ()
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 0.3333)
+    interpolated_scale_aspect_ratio: float = 1.0
+    reduce_boxes_in_lowest_layer: bool = True
+    base_anchor_size: tuple[float, float] = (1.0, 1.0)
+    # Per-layer (y, x) strides / offsets in pixels; empty = derived from the feature-map size.
+    anchor_strides: tuple[tuple[float, float], ...] = ()
+    anchor_offsets: tuple[tuple[float, float], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxCoderSpec:
+    """`faster_rcnn_box_coder`: encodings are (ty, tx, th, tw) times these scales."""
+
+    y_scale: float = 10.0
+    x_scale: float = 10.0
+    height_scale: float = 5.0
+    width_scale: float = 5.0
+
+    @property
+    def scales(self) -> tuple[float, float, float, float]:
+        return (self.y_scale, self.x_scale, self.height_scale, self.width_scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class PostProcessingSpec:
+    """`model.ssd.post_processing`: score conversion and TF1 batch multiclass NMS."""
+
+    # 'SIGMOID' | 'SOFTMAX' | 'IDENTITY'
+    score_converter: str = "SIGMOID"
+    logit_scale: float = 1.0
+    score_threshold: float = 1e-8
+    iou_threshold: float = 0.6
+    max_detections_per_class: int = 100
+    max_total_detections: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class HardExampleMinerSpec:
+    """`loss.hard_example_miner` (TF1 SSD online hard negative mining)."""
+
+    num_hard_examples: int = 3000
+    iou_threshold: float = 0.99
+    # 'CLASSIFICATION' | 'LOCALIZATION' | 'BOTH'
+    loss_type: str = "CLASSIFICATION"
+    max_negatives_per_positive: int = 3
+    min_negatives_per_image: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingSpec:
+    """What fine-tuning needs to train the model the way TF1 trained it."""
+
+    # argmax_matcher
+    matched_threshold: float = 0.5
+    unmatched_threshold: float = 0.5
+    ignore_thresholds: bool = False
+    negatives_lower_than_unmatched: bool = True
+    force_match_for_each_row: bool = True
+    # 'weighted_smooth_l1' | 'weighted_l2' | 'weighted_iou'
+    localization_loss: str = "weighted_smooth_l1"
+    smooth_l1_delta: float = 1.0
+    # 'weighted_sigmoid' | 'weighted_sigmoid_focal' | 'weighted_softmax'
+    classification_loss: str = "weighted_sigmoid"
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None
+    classification_weight: float = 1.0
+    localization_weight: float = 1.0
+    hard_example_miner: HardExampleMinerSpec | None = None
+    normalize_loss_by_num_matches: bool = True
+    normalize_loc_loss_by_codesize: bool = False
+    encode_background_as_zeros: bool = False
+    negative_class_weight: float = 1.0
+    freeze_batchnorm: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class SSDSpec:
+    """An SSD detector described by a TF1 pipeline.config."""
+
+    architecture: str = "ssd_mobilenet_v2"
+    # TF1 count, without background. The class predictors emit num_classes + 1 logits per anchor
+    # (background first) when add_background_class.
+    num_classes: int = 90
+    image_size: tuple[int, int] = (300, 300)
+    # TF1 fixed_shape_resizer method: 'BILINEAR' | 'NEAREST_NEIGHBOR' | 'BICUBIC' | 'AREA'.
+    resize_method: str = "BILINEAR"
+    add_background_class: bool = True
+    feature_extractor: FeatureExtractorSpec = FeatureExtractorSpec()
+    box_predictor: BoxPredictorSpec = BoxPredictorSpec()
+    anchors: AnchorSpec = AnchorSpec()
+    box_coder: BoxCoderSpec = BoxCoderSpec()
+    post_processing: PostProcessingSpec = PostProcessingSpec()
+    training: TrainingSpec = TrainingSpec()
+
+    @property
+    def num_class_slots(self) -> int:
+        """Logits per anchor: the TF1 class predictor's output size / anchors per location."""
+        return self.num_classes + 1 if self.add_background_class else self.num_classes
+
+    # Shortcuts for the fields most callers need.
+    @property
+    def depth_multiplier(self) -> float:
+        return self.feature_extractor.depth_multiplier
+
+    @property
+    def min_depth(self) -> int:
+        return self.feature_extractor.min_depth
+
+    @property
+    def use_depthwise(self) -> bool:
+        return self.feature_extractor.use_depthwise
+
+    @property
+    def kernel_size(self) -> int:
+        return self.box_predictor.kernel_size
+
+    def with_num_classes(self, num_classes: int) -> SSDSpec:
+        return dataclasses.replace(self, num_classes=int(num_classes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SSDSpec:
+        return _from_dict(cls, data)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a (nested) spec dataclass; unknown keys are an error, so typos fail loudly."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    kwargs = {name: _coerce(hints[name], data[name]) for name in names if name in data}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value) if len(inner) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        return tuple(_coerce(a, v) for a, v in zip(args, value, strict=True))
+    if hint is float:
+        return float(value)
+    if hint is int:
+        return int(value)
+    return value

@@ -1,0 +1,428 @@
+"""The subset of the TF1 Object Detection API config protos this project reads.
+
+The OD API's `.proto` files are not installable on their own (they come with the whole TF1
+research tree), and compiling a `.proto` at build time needs `protoc`. The messages are therefore
+declared here as data and turned into a `FileDescriptorProto`, registered in a private descriptor
+pool and materialised with `message_factory` — the protobuf runtime's supported way to build
+message classes at run time. Field names, types and defaults follow
+`research/object_detection/protos/*.proto`; field numbers are the OD API's where it matters
+(binary compatibility is not needed: configs are text format). Fields not declared here are
+skipped when parsing (`allow_unknown_field`), so newer or exotic configs still load.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+PACKAGE = "pipeline_tf1_subset"
+
+_F = descriptor_pb2.FieldDescriptorProto
+_SCALARS = {
+    "int32": _F.TYPE_INT32,
+    "float": _F.TYPE_FLOAT,
+    "bool": _F.TYPE_BOOL,
+    "string": _F.TYPE_STRING,
+}
+
+# message name -> {"fields": [(name, number, type, default-or-None, repeated?)],
+#                  "oneofs": {oneof name: [field names]}, "enums": {enum name: [values]}}
+# A type that is not a scalar names a message or enum of this file ("Outer.Inner" for nested).
+_MESSAGES: dict[str, dict[str, Any]] = {
+    "TrainEvalPipelineConfig": {
+        "fields": [
+            ("model", 1, "DetectionModel"),
+            ("train_config", 2, "TrainConfig"),
+            ("graph_rewriter", 6, "GraphRewriter"),
+        ]
+    },
+    "GraphRewriter": {"fields": [("quantization", 1, "Quantization")]},
+    "Quantization": {
+        "fields": [
+            ("delay", 1, "int32", 500000),
+            ("weight_bits", 2, "int32", 8),
+            ("activation_bits", 3, "int32", 8),
+        ]
+    },
+    "TrainConfig": {
+        "fields": [
+            ("batch_size", 1, "int32", 32),
+            ("fine_tune_checkpoint", 7, "string", ""),
+            ("num_steps", 9, "int32", 0),
+            ("fine_tune_checkpoint_type", 22, "string", ""),
+        ]
+    },
+    "DetectionModel": {
+        "fields": [
+            ("faster_rcnn", 1, "FasterRcnn"),
+            ("ssd", 2, "Ssd"),
+            ("experimental_model", 3, "ExperimentalModel"),
+            ("center_net", 4, "OtherModel"),
+        ],
+        "oneofs": {"model": ["faster_rcnn", "ssd", "experimental_model", "center_net"]},
+    },
+    "OtherModel": {"fields": []},
+    "ExperimentalModel": {"fields": [("name", 1, "string", "")]},
+    "FasterRcnn": {
+        "fields": [
+            ("num_classes", 3, "int32", 0),
+            ("feature_extractor", 5, "FasterRcnnFeatureExtractor"),
+        ]
+    },
+    "FasterRcnnFeatureExtractor": {"fields": [("type", 1, "string", "")]},
+    "Ssd": {
+        "fields": [
+            ("num_classes", 1, "int32", 0),
+            ("image_resizer", 2, "ImageResizer"),
+            ("feature_extractor", 3, "SsdFeatureExtractor"),
+            ("box_coder", 4, "BoxCoder"),
+            ("matcher", 5, "Matcher"),
+            ("box_predictor", 7, "BoxPredictor"),
+            ("anchor_generator", 8, "AnchorGenerator"),
+            ("post_processing", 9, "PostProcessing"),
+            ("normalize_loss_by_num_matches", 10, "bool", True),
+            ("loss", 11, "Loss"),
+            ("encode_background_as_zeros", 12, "bool", False),
+            ("negative_class_weight", 13, "float", 1.0),
+            ("normalize_loc_loss_by_codesize", 14, "bool", False),
+            ("inplace_batchnorm_update", 15, "bool", False),
+            ("freeze_batchnorm", 16, "bool", False),
+            ("add_background_class", 21, "bool", True),
+            ("explicit_background_class", 24, "bool", False),
+        ]
+    },
+    "SsdFeatureExtractor": {
+        "fields": [
+            ("type", 1, "string", ""),
+            ("depth_multiplier", 2, "float", 1.0),
+            ("min_depth", 3, "int32", 16),
+            ("conv_hyperparams", 4, "Hyperparams"),
+            ("pad_to_multiple", 5, "int32", 1),
+            ("use_explicit_padding", 7, "bool", False),
+            ("use_depthwise", 8, "bool", False),
+            ("override_base_feature_extractor_hyperparams", 9, "bool", False),
+            ("fpn", 10, "FeaturePyramidNetworks"),
+            ("num_layers", 12, "int32", 6),
+        ]
+    },
+    "FeaturePyramidNetworks": {
+        "fields": [
+            ("min_level", 1, "int32", 3),
+            ("max_level", 2, "int32", 7),
+            ("additional_layer_depth", 3, "int32", 256),
+        ]
+    },
+    "Hyperparams": {
+        "enums": {"Activation": ["NONE", "RELU", "RELU_6"]},
+        "fields": [
+            ("regularizer", 2, "Regularizer"),
+            ("activation", 4, "Hyperparams.Activation", "RELU"),
+            ("batch_norm", 5, "BatchNorm"),
+            ("regularize_depthwise", 6, "bool", False),
+            ("group_norm", 7, "GroupNorm"),
+        ],
+        "oneofs": {"normalizer_oneof": ["batch_norm", "group_norm"]},
+    },
+    "Regularizer": {
+        "fields": [
+            ("l1_regularizer", 1, "L1Regularizer"),
+            ("l2_regularizer", 2, "L2Regularizer"),
+        ],
+        "oneofs": {"regularizer_oneof": ["l1_regularizer", "l2_regularizer"]},
+    },
+    "L1Regularizer": {"fields": [("weight", 1, "float", 1.0)]},
+    "L2Regularizer": {"fields": [("weight", 1, "float", 1.0)]},
+    "BatchNorm": {
+        "fields": [
+            ("decay", 1, "float", 0.999),
+            ("center", 2, "bool", True),
+            ("scale", 3, "bool", False),
+            ("epsilon", 4, "float", 0.001),
+            ("train", 5, "bool", True),
+        ]
+    },
+    "GroupNorm": {"fields": []},
+    "ImageResizer": {
+        "fields": [
+            ("keep_aspect_ratio_resizer", 1, "KeepAspectRatioResizer"),
+            ("fixed_shape_resizer", 2, "FixedShapeResizer"),
+            ("identity_resizer", 3, "OtherResizer"),
+            ("conditional_shape_resizer", 4, "OtherResizer"),
+        ],
+        "oneofs": {
+            "image_resizer_oneof": [
+                "keep_aspect_ratio_resizer",
+                "fixed_shape_resizer",
+                "identity_resizer",
+                "conditional_shape_resizer",
+            ]
+        },
+    },
+    "OtherResizer": {"fields": []},
+    "KeepAspectRatioResizer": {
+        "fields": [
+            ("min_dimension", 1, "int32", 600),
+            ("max_dimension", 2, "int32", 1024),
+        ]
+    },
+    "FixedShapeResizer": {
+        "fields": [
+            ("height", 1, "int32", 300),
+            ("width", 2, "int32", 300),
+            ("resize_method", 3, "ResizeType", "BILINEAR"),
+            ("convert_to_grayscale", 4, "bool", False),
+        ]
+    },
+    "BoxCoder": {
+        "fields": [
+            ("faster_rcnn_box_coder", 1, "FasterRcnnBoxCoder"),
+            ("mean_stddev_box_coder", 2, "OtherBoxCoder"),
+            ("square_box_coder", 3, "OtherBoxCoder"),
+            ("keypoint_box_coder", 4, "OtherBoxCoder"),
+        ],
+        "oneofs": {
+            "box_coder_oneof": [
+                "faster_rcnn_box_coder",
+                "mean_stddev_box_coder",
+                "square_box_coder",
+                "keypoint_box_coder",
+            ]
+        },
+    },
+    "OtherBoxCoder": {"fields": []},
+    "FasterRcnnBoxCoder": {
+        "fields": [
+            ("y_scale", 1, "float", 10.0),
+            ("x_scale", 2, "float", 10.0),
+            ("height_scale", 3, "float", 5.0),
+            ("width_scale", 4, "float", 5.0),
+        ]
+    },
+    "Matcher": {
+        "fields": [
+            ("argmax_matcher", 1, "ArgMaxMatcher"),
+            ("bipartite_matcher", 2, "OtherMatcher"),
+        ],
+        "oneofs": {"matcher_oneof": ["argmax_matcher", "bipartite_matcher"]},
+    },
+    "OtherMatcher": {"fields": []},
+    "ArgMaxMatcher": {
+        "fields": [
+            ("matched_threshold", 1, "float", 0.5),
+            ("unmatched_threshold", 2, "float", 0.5),
+            ("ignore_thresholds", 3, "bool", False),
+            ("negatives_lower_than_unmatched", 4, "bool", True),
+            ("force_match_for_each_row", 5, "bool", False),
+            ("use_matmul_gather", 6, "bool", False),
+        ]
+    },
+    "BoxPredictor": {
+        "fields": [
+            ("convolutional_box_predictor", 1, "ConvolutionalBoxPredictor"),
+            ("mask_rcnn_box_predictor", 2, "OtherBoxPredictor"),
+            ("rfcn_box_predictor", 3, "OtherBoxPredictor"),
+            ("weight_shared_convolutional_box_predictor", 4, "OtherBoxPredictor"),
+        ],
+        "oneofs": {
+            "box_predictor_oneof": [
+                "convolutional_box_predictor",
+                "mask_rcnn_box_predictor",
+                "rfcn_box_predictor",
+                "weight_shared_convolutional_box_predictor",
+            ]
+        },
+    },
+    "OtherBoxPredictor": {"fields": []},
+    "ConvolutionalBoxPredictor": {
+        "fields": [
+            ("conv_hyperparams", 1, "Hyperparams"),
+            ("min_depth", 2, "int32", 0),
+            ("max_depth", 3, "int32", 0),
+            ("num_layers_before_predictor", 4, "int32", 0),
+            ("use_dropout", 5, "bool", True),
+            ("dropout_keep_probability", 6, "float", 0.8),
+            ("kernel_size", 7, "int32", 1),
+            ("box_code_size", 8, "int32", 4),
+            ("apply_sigmoid_to_scores", 9, "bool", False),
+            ("class_prediction_bias_init", 10, "float", 0.0),
+            ("use_depthwise", 11, "bool", False),
+        ]
+    },
+    "AnchorGenerator": {
+        "fields": [
+            ("grid_anchor_generator", 1, "OtherAnchorGenerator"),
+            ("ssd_anchor_generator", 2, "SsdAnchorGenerator"),
+            ("multiscale_anchor_generator", 3, "OtherAnchorGenerator"),
+            ("flexible_grid_anchor_generator", 4, "OtherAnchorGenerator"),
+        ],
+        "oneofs": {
+            "anchor_generator_oneof": [
+                "grid_anchor_generator",
+                "ssd_anchor_generator",
+                "multiscale_anchor_generator",
+                "flexible_grid_anchor_generator",
+            ]
+        },
+    },
+    "OtherAnchorGenerator": {"fields": []},
+    "SsdAnchorGenerator": {
+        "fields": [
+            ("num_layers", 1, "int32", 6),
+            ("min_scale", 2, "float", 0.2),
+            ("max_scale", 3, "float", 0.95),
+            ("aspect_ratios", 4, "float", None, True),
+            ("reduce_boxes_in_lowest_layer", 5, "bool", True),
+            ("base_anchor_height", 6, "float", 1.0),
+            ("base_anchor_width", 7, "float", 1.0),
+            ("height_stride", 8, "int32", None, True),
+            ("width_stride", 9, "int32", None, True),
+            ("height_offset", 10, "int32", None, True),
+            ("width_offset", 11, "int32", None, True),
+            ("scales", 12, "float", None, True),
+            ("interpolated_scale_aspect_ratio", 13, "float", 1.0),
+        ]
+    },
+    "PostProcessing": {
+        "enums": {"ScoreConverter": ["IDENTITY", "SIGMOID", "SOFTMAX"]},
+        "fields": [
+            ("batch_non_max_suppression", 1, "BatchNonMaxSuppression"),
+            ("score_converter", 2, "PostProcessing.ScoreConverter", "IDENTITY"),
+            ("logit_scale", 3, "float", 1.0),
+            ("calibration_config", 4, "OtherCalibration"),
+        ],
+    },
+    "OtherCalibration": {"fields": []},
+    "BatchNonMaxSuppression": {
+        "fields": [
+            ("score_threshold", 1, "float", 0.0),
+            ("iou_threshold", 2, "float", 0.6),
+            ("max_detections_per_class", 3, "int32", 100),
+            ("max_total_detections", 5, "int32", 100),
+            ("use_static_shapes", 6, "bool", False),
+            ("use_class_agnostic_nms", 7, "bool", False),
+            ("max_classes_per_detection", 8, "int32", 1),
+            ("soft_nms_sigma", 9, "float", 0.0),
+            ("use_partitioned_nms", 10, "bool", False),
+            ("use_combined_nms", 11, "bool", False),
+        ]
+    },
+    "Loss": {
+        "fields": [
+            ("localization_loss", 1, "LocalizationLoss"),
+            ("classification_loss", 2, "ClassificationLoss"),
+            ("hard_example_miner", 3, "HardExampleMiner"),
+            ("classification_weight", 4, "float", 1.0),
+            ("localization_weight", 5, "float", 1.0),
+        ]
+    },
+    "LocalizationLoss": {
+        "fields": [
+            ("weighted_l2", 1, "EmptyLoss"),
+            ("weighted_smooth_l1", 2, "WeightedSmoothL1LocalizationLoss"),
+            ("weighted_iou", 3, "EmptyLoss"),
+        ],
+        "oneofs": {"localization_loss": ["weighted_l2", "weighted_smooth_l1", "weighted_iou"]},
+    },
+    "EmptyLoss": {"fields": []},
+    "WeightedSmoothL1LocalizationLoss": {"fields": [("delta", 2, "float", 1.0)]},
+    "ClassificationLoss": {
+        "fields": [
+            ("weighted_sigmoid", 1, "EmptyLoss"),
+            ("weighted_softmax", 2, "EmptyLoss"),
+            ("bootstrapped_sigmoid", 3, "EmptyLoss"),
+            ("weighted_sigmoid_focal", 4, "SigmoidFocalClassificationLoss"),
+            ("weighted_logits_softmax", 5, "EmptyLoss"),
+        ],
+        "oneofs": {
+            "classification_loss": [
+                "weighted_sigmoid",
+                "weighted_softmax",
+                "bootstrapped_sigmoid",
+                "weighted_sigmoid_focal",
+                "weighted_logits_softmax",
+            ]
+        },
+    },
+    "SigmoidFocalClassificationLoss": {
+        "fields": [("gamma", 2, "float", 2.0), ("alpha", 3, "float", None)]
+    },
+    "HardExampleMiner": {
+        "enums": {"LossType": ["BOTH", "CLASSIFICATION", "LOCALIZATION"]},
+        "fields": [
+            ("num_hard_examples", 1, "int32", 64),
+            ("iou_threshold", 2, "float", 0.7),
+            ("loss_type", 3, "HardExampleMiner.LossType", "BOTH"),
+            ("max_negatives_per_positive", 4, "int32", 0),
+            ("min_negatives_per_image", 5, "int32", 0),
+        ],
+    },
+}
+
+_TOP_LEVEL_ENUMS = {"ResizeType": ["BILINEAR", "NEAREST_NEIGHBOR", "BICUBIC", "AREA"]}
+
+
+def _enum_names() -> set[str]:
+    names = set(_TOP_LEVEL_ENUMS)
+    for message, body in _MESSAGES.items():
+        names.update(f"{message}.{enum}" for enum in body.get("enums", {}))
+    return names
+
+
+def _add_enum(target: Any, name: str, values: list[str]) -> None:
+    enum = target.add(name=name)
+    for number, value in enumerate(values):
+        enum.value.add(name=value, number=number)
+
+
+def _file_descriptor() -> descriptor_pb2.FileDescriptorProto:
+    enums = _enum_names()
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name=f"{PACKAGE}.proto", package=PACKAGE, syntax="proto2"
+    )
+    for name, values in _TOP_LEVEL_ENUMS.items():
+        _add_enum(file_proto.enum_type, name, values)
+    for name, body in _MESSAGES.items():
+        message = file_proto.message_type.add(name=name)
+        for enum_name, values in body.get("enums", {}).items():
+            _add_enum(message.enum_type, enum_name, values)
+        oneof_index = {}
+        for index, (oneof, members) in enumerate(body.get("oneofs", {}).items()):
+            message.oneof_decl.add(name=oneof)
+            oneof_index.update(dict.fromkeys(members, index))
+        for entry in body["fields"]:
+            field_name, number, type_name = entry[:3]
+            default = entry[3] if len(entry) > 3 else None
+            repeated = len(entry) > 4 and entry[4]
+            field = message.field.add(
+                name=field_name,
+                number=number,
+                label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+            )
+            if type_name in _SCALARS:
+                field.type = _SCALARS[type_name]
+            else:
+                field.type = _F.TYPE_ENUM if type_name in enums else _F.TYPE_MESSAGE
+                field.type_name = f".{PACKAGE}.{type_name}"
+            if default is not None:
+                field.default_value = (
+                    str(default).lower() if isinstance(default, bool) else str(default)
+                )
+            if field_name in oneof_index:
+                field.oneof_index = oneof_index[field_name]
+    return file_proto
+
+
+@cache
+def message_class(name: str = "TrainEvalPipelineConfig") -> type:
+    """The generated message class for one of the declared messages."""
+    pool = _pool()
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
+
+
+@cache
+def _pool() -> descriptor_pool.DescriptorPool:
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(_file_descriptor())
+    return pool
