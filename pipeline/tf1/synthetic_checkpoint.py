@@ -1,0 +1,237 @@
+"""Synthetic weights with the exact layout of a real TF1 checkpoint.
+
+The real zoo weights cannot be downloaded here, but a zoo directory's `model.ckpt.index` lists
+every variable's name, dtype and shape. Writing a data file with that exact layout lets the real
+TF1 inference graph (`model.ckpt.meta`) run, so the conversion can be proven on the real
+architecture (see DESIGN.md, "Proving the conversion").
+
+Values are chosen by the variable's role so that activations stay alive through ~60 layers and the
+detector's scores differ between classes and anchors: He-scaled conv kernels, BatchNorm close to
+identity, small box-regression outputs and class biases spread around the sigmoid's steep part.
+Every value is drawn from a generator seeded by (seed, crc32(name)), so a variable's value does
+not depend on which other variables exist or the order they are listed in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import atomic_directory
+from pipeline.errors import PipelineError
+
+CHECKPOINT_PREFIX = "model.ckpt"
+# Files of a zoo directory that describe the graph, not the weights: carried over unchanged.
+_COPIED_FILES = ("model.ckpt.meta", "pipeline.config")
+_CHECKPOINT_STATE = (
+    f'model_checkpoint_path: "{CHECKPOINT_PREFIX}"\n'
+    f'all_model_checkpoint_paths: "{CHECKPOINT_PREFIX}"\n'
+)
+
+
+def checkpoint_prefix(path: str | os.PathLike[str]) -> str:
+    """Accept a zoo directory, a `model.ckpt` prefix or `model.ckpt.index`; return the prefix."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_PREFIX
+    if path.suffix == ".index":
+        path = path.with_suffix("")
+    if not Path(f"{path}.index").is_file():
+        raise PipelineError(
+            f"{path}.index: file not found; pass a TF1 zoo directory or a model.ckpt prefix"
+        )
+    return str(path)
+
+
+def read_checkpoint_layout(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{variable name: (shape, numpy dtype name)} as listed by the checkpoint index."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(checkpoint_prefix(path))
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    return {
+        name: (tuple(int(d) for d in shapes[name]), dtypes[name].as_numpy_dtype.__name__)
+        for name in sorted(shapes)
+    }
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
+    """A value for one TF1 variable, chosen by its role (the last name components)."""
+    np_dtype = np.dtype(dtype)
+    if not np.issubdtype(np_dtype, np.floating):
+        # global_step and other counters: a fresh checkpoint's value.
+        return np.zeros(shape, dtype=np_dtype)
+    rng = _rng(seed, name)
+    leaf = name.rsplit("/", 1)[-1]
+    in_box_predictor = "BoxEncodingPredictor" in name
+    in_class_predictor = "ClassPredictor" in name
+
+    if leaf == "weights" and len(shape) == 4:
+        fan_in = shape[0] * shape[1] * shape[2]
+        std = np.sqrt(2.0 / fan_in)
+        if in_box_predictor or in_class_predictor:
+            # Heads are linear; `calibrate_heads` rescales them to a target output spread.
+            std = np.sqrt(1.0 / fan_in)
+        value = rng.normal(0.0, std, size=shape)
+    elif leaf == "depthwise_weights" and len(shape) == 4:
+        value = rng.normal(0.0, np.sqrt(2.0 / (shape[0] * shape[1])), size=shape)
+    elif leaf == "gamma":
+        value = rng.uniform(0.8, 1.2, size=shape)
+    elif leaf == "beta":
+        # Slightly positive so relu6 passes most channels.
+        value = rng.normal(0.1, 0.05, size=shape)
+    elif leaf == "moving_mean":
+        value = rng.normal(0.0, 0.05, size=shape)
+    elif leaf == "moving_variance":
+        value = rng.uniform(0.8, 1.2, size=shape)
+    elif leaf == "biases" and in_class_predictor:
+        value = _class_biases(rng, shape)
+    elif leaf == "biases":
+        value = rng.normal(0.0, 0.1, size=shape)
+    else:
+        value = rng.normal(0.0, 0.05, size=shape)
+    return value.astype(np_dtype)
+
+
+def _class_biases(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Biases below zero with a modest spread: the weights then decide which class wins at which
+    anchor (many classes among the top detections), a few percent of anchor-class pairs pass a
+    typical 0.3 score threshold, and scores stay off the sigmoid's flat ends."""
+    return rng.normal(-3.5, 0.5, size=shape)
+
+
+def synthetic_weights(
+    layout: Mapping[str, tuple[tuple[int, ...], str]], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Synthetic values for every variable of a checkpoint layout."""
+    return {
+        name: synthetic_value(name, shape, dtype, seed) for name, (shape, dtype) in layout.items()
+    }
+
+
+def write_tf1_checkpoint(prefix: str | os.PathLike[str], tensors: Mapping[str, np.ndarray]) -> None:
+    """Write a TF1 name-based checkpoint (`<prefix>.index` + data file) holding `tensors`.
+
+    Runs SaveV2 in its own graph and session so it works whether or not eager execution is on.
+    """
+    import tensorflow as tf
+
+    names = sorted(tensors)
+    graph = tf.Graph()
+    with graph.as_default():
+        placeholders = [
+            tf.compat.v1.placeholder(tf.as_dtype(np.asarray(tensors[n]).dtype), name=f"in_{i}")
+            for i, n in enumerate(names)
+        ]
+        save = tf.raw_ops.SaveV2(
+            prefix=str(prefix),
+            tensor_names=names,
+            shape_and_slices=[""] * len(names),
+            tensors=placeholders,
+        )
+    with tf.compat.v1.Session(graph=graph) as session:
+        feed = {p: np.asarray(tensors[n]) for p, n in zip(placeholders, names, strict=True)}
+        session.run(save, feed)
+
+
+def write_checkpoint_state(directory: str | os.PathLike[str]) -> None:
+    """The `checkpoint` file TF1 tools read to find `model.ckpt`."""
+    Path(directory, "checkpoint").write_text(_CHECKPOINT_STATE, encoding="utf-8")
+
+
+# Spread of the head outputs (before bias) after calibration: box encodings ~N(0, 0.7) decode to
+# plausible boxes; class logits with std 1.5 around biases of -3.5 put a few percent of
+# anchor-class pairs above a 0.3 score threshold, with distinct scores.
+_HEAD_TARGET_STD = {"BoxEncodingPredictor": 0.7, "ClassPredictor": 1.5}
+
+
+def calibration_image(seed: int = 0, size: tuple[int, int] = (300, 300)) -> np.ndarray:
+    """A deterministic uint8 RGB image with structure at several scales (smooth blobs + edges)."""
+    rng = np.random.default_rng([seed, 7])
+    height, width = size
+    image = np.zeros((height, width, 3))
+    for cells in (2, 5, 13, 37):
+        coarse = rng.uniform(0, 255, size=(cells, cells, 3))
+        rows = np.minimum((np.arange(height) * cells) // height, cells - 1)
+        cols = np.minimum((np.arange(width) * cells) // width, cells - 1)
+        image += coarse[rows][:, cols] / 4
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _head_variable(op_scope: str, layout: Mapping[str, object]) -> str | None:
+    """`BoxPredictor_1/ClassPredictor` -> its `weights` variable; weight-shared heads create
+    numbered op scopes (`..._1`) over one variable, so the numbering is dropped as a fallback."""
+    candidates = [op_scope, re.sub(r"_\d+(?=/|$)", "", op_scope)]
+    for scope in candidates:
+        if f"{scope}/weights" in layout:
+            return f"{scope}/weights"
+    return None
+
+
+def calibrate_heads(
+    zoo_dir: Path, weights: dict[str, np.ndarray], seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Rescale the box/class predictor kernels so their outputs have the target spread.
+
+    How large the feature maps are depends on the whole backbone, which no per-tensor rule can
+    know; the heads are linear, so one run of the real graph tells by how much to scale them.
+    """
+    from pipeline.tf1.graph_runner import TF1GraphRunner
+
+    with TF1GraphRunner(zoo_dir, graph="meta") as runner:
+        heads = runner.run(calibration_image(seed), with_heads=True)["heads"]
+    spread: dict[str, list[np.ndarray]] = {}
+    for op_scope, value in heads.items():
+        variable = _head_variable(op_scope, weights)
+        if variable is None:
+            continue
+        bias = weights.get(variable.rsplit("/", 1)[0] + "/biases", 0.0)
+        spread.setdefault(variable, []).append((value - bias).ravel())
+    calibrated = dict(weights)
+    for variable, values in spread.items():
+        kind = "ClassPredictor" if "ClassPredictor" in variable else "BoxEncodingPredictor"
+        std = float(np.concatenate(values).std())
+        if std > 0:
+            scale = _HEAD_TARGET_STD[kind] / std
+            calibrated[variable] = (weights[variable] * scale).astype(weights[variable].dtype)
+    return calibrated
+
+
+def make_synthetic_zoo_dir(
+    src_zoo_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    calibrate: bool = True,
+) -> Path:
+    """Write a zoo directory like `src_zoo_dir` whose checkpoint holds synthetic weights.
+
+    The layout (names, dtypes, shapes) is exactly the source index's; the graph (`.meta`) and
+    `pipeline.config` are copied. A source `frozen_inference_graph.pb` is not copied: its
+    constants are the real weights, which would disagree with the synthetic checkpoint. With
+    `calibrate`, the head kernels are rescaled after one run of the graph (`calibrate_heads`).
+    """
+    src = Path(src_zoo_dir)
+    layout = read_checkpoint_layout(src)
+    weights = synthetic_weights(layout, seed)
+    out = Path(out_dir)
+    with atomic_directory(out) as staging:
+        write_tf1_checkpoint(staging / CHECKPOINT_PREFIX, weights)
+        for name in _COPIED_FILES:
+            if (src / name).is_file():
+                shutil.copyfile(src / name, staging / name)
+        write_checkpoint_state(staging)
+        if calibrate and (staging / "model.ckpt.meta").is_file():
+            weights = calibrate_heads(staging, weights, seed)
+            write_tf1_checkpoint(staging / CHECKPOINT_PREFIX, weights)
+    return out
