@@ -1,0 +1,98 @@
+"""The evaluate-coco-map stage: ground truth + detections (a file, or a model run on TFRecords)
+-> metrics.json, per_category_ap.json, plots/pr_curve.json (and detections.json for a model)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pipeline.atomic import atomic_directory
+from pipeline.datasets.label_map import load_label_map_json
+from pipeline.errors import PipelineError
+from pipeline.evaluation.coco_eval import (
+    DEFAULT_BACKEND,
+    CocoEvaluation,
+    check_detections,
+    check_ground_truth,
+    evaluate,
+    load_json,
+)
+from pipeline.evaluation.model_eval import Detector, detect, expected_image_count
+from pipeline.evaluation.outputs import write_evaluation
+
+log = logging.getLogger(__name__)
+
+
+def evaluate_detections_file(
+    annotations: Path, detections: Path, out: Path, backend: str = DEFAULT_BACKEND
+) -> CocoEvaluation:
+    """Score a COCO results file against a COCO annotations file."""
+    ground_truth = check_ground_truth(load_json(annotations, "annotations"), str(annotations))
+    results = check_detections(load_json(detections, "detections"), ground_truth, str(detections))
+    evaluation = evaluate(ground_truth, results, backend)
+    with atomic_directory(out) as staging:
+        write_evaluation(staging, evaluation, f"COCO evaluation of {detections.name}")
+    return evaluation
+
+
+def evaluate_model(
+    model: Path | Detector,
+    tfrecords: str,
+    out: Path,
+    *,
+    annotations: Path | None = None,
+    label_map: Path | None = None,
+    backend: str = DEFAULT_BACKEND,
+    batch_size: int = 1,
+    max_images: int | None = None,
+    progress: bool = True,
+) -> CocoEvaluation:
+    """Run a model (converted dir / SavedModel, or a detector callable) on the TFRecords and
+    score it. `annotations` and `label_map` default to the files build-tfrecords wrote beside
+    the TFRecords."""
+    records_dir = Path(tfrecords).parent
+    annotations = annotations or records_dir / "annotations.json"
+    label_map = label_map or records_dir / "label_map.json"
+    ground_truth = check_ground_truth(load_json(annotations, "annotations"), str(annotations))
+    entries = load_label_map_json(label_map)
+    if isinstance(model, (str, Path)):
+        from pipeline.inference import load_detector  # TensorFlow + model code: import late
+
+        detector, title = load_detector(str(model)), f"COCO evaluation of {model}"
+    else:
+        detector, title = model, "COCO evaluation"
+
+    run = detect(
+        detector,
+        tfrecords,
+        entries,
+        batch_size=batch_size,
+        max_images=max_images,
+        progress=progress,
+        expected_images=expected_image_count(tfrecords),
+    )
+    known = {image["id"] for image in ground_truth["images"]}
+    unknown = [image_id for image_id in run.image_ids if image_id not in known]
+    if unknown:
+        raise PipelineError(
+            f"{tfrecords}: image/source_id {unknown[0]} (and {len(unknown) - 1} more) is not an "
+            f"image of {annotations}; pass the annotations.json written with these TFRecords"
+        )
+    if len(set(run.image_ids)) != len(run.image_ids):
+        raise PipelineError(
+            f"{tfrecords}: some image/source_id values repeat; does the glob match two splits?"
+        )
+    if len(run.image_ids) < len(known):
+        log.warning(
+            "evaluating %d of the %d annotated images (those in the TFRecords)",
+            len(run.image_ids),
+            len(known),
+        )
+    results = check_detections(run.results, ground_truth, f"{model} detections")
+    evaluation = evaluate(ground_truth, results, backend, image_ids=run.image_ids)
+    with atomic_directory(out) as staging:
+        write_evaluation(staging, evaluation, title)
+        with open(staging / "detections.json", "w", encoding="utf-8") as handle:
+            json.dump(run.results, handle, separators=(",", ":"))
+    return evaluation
