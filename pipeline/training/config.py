@@ -1,0 +1,280 @@
+"""The fine-tune experiment as Model Garden configs, translated from the Hydra `train` group.
+
+`tf1_ssd_finetune` is registered with Model Garden's experiment factory; its task config is
+registered (in `pipeline.training.task`) with the task factory, so the stock
+`train_lib.run_experiment` / Orbit machinery runs it. `experiment_from_params` maps the project's
+Hydra keys (`train.optimizer.*`, `train.schedule.*`, `train.freeze.*`, ...) onto Model Garden's
+`OptimizationConfig` (optimizer + learning-rate schedule + linear warmup + EMA), `TrainerConfig`
+and `RuntimeConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from official.core import config_definitions as cfg
+from official.core import exp_factory
+from official.modeling import hyperparams
+from official.modeling.optimization.configs import optimization_config
+
+from pipeline.errors import PipelineError
+
+EXPERIMENT = "tf1_ssd_finetune"
+
+
+@dataclasses.dataclass
+class SSDDataConfig(cfg.DataConfig):
+    input_path: str = ""
+    global_batch_size: int = 8
+    is_training: bool = True
+    shuffle_buffer_size: int = 256
+    seed: int = 0
+    random_horizontal_flip: bool = True
+    skip_crowd: bool = False
+    drop_remainder: bool = True
+
+
+@dataclasses.dataclass
+class FreezeConfig(hyperparams.Config):
+    name: str = "none"
+    modules: list[str] = dataclasses.field(default_factory=list)
+    patterns: list[str] = dataclasses.field(default_factory=list)
+    trainable_patterns: list[str] = dataclasses.field(default_factory=list)
+    freeze_batch_norm: bool = True
+
+
+@dataclasses.dataclass
+class SSDFinetuneTaskConfig(cfg.TaskConfig):
+    # Converted model directory (model_spec.json + checkpoint/), written by `pipeline convert`.
+    converted_dir: str = ""
+    # Defaults to <converted_dir>/checkpoint.
+    init_checkpoint: str = ""
+    # 0: the converted model's class count; otherwise class predictors are re-initialised.
+    num_classes: int = 0
+    # < 0: the pipeline.config's conv_hyperparams l2 weight.
+    l2_weight_decay: float = -1.0
+    freeze: FreezeConfig = dataclasses.field(default_factory=FreezeConfig)
+    train_data: SSDDataConfig = dataclasses.field(default_factory=SSDDataConfig)
+    validation_data: SSDDataConfig = dataclasses.field(
+        default_factory=lambda: SSDDataConfig(
+            is_training=False, drop_remainder=False, random_horizontal_flip=False
+        )
+    )
+
+
+@exp_factory.register_config_factory(EXPERIMENT)
+def tf1_ssd_finetune() -> cfg.ExperimentConfig:
+    return cfg.ExperimentConfig(
+        task=SSDFinetuneTaskConfig(),
+        trainer=cfg.TrainerConfig(
+            train_steps=100,
+            steps_per_loop=1,
+            summary_interval=1,
+            checkpoint_interval=50,
+            max_to_keep=3,
+            validation_interval=50,
+            validation_steps=-1,
+            # The project's DivergenceGuard action reports NaN/Inf; Model Garden's recovery
+            # (reload and retry) would hide it.
+            recovery_max_trials=-1,
+            optimizer_config=optimization_config.OptimizationConfig(
+                {
+                    "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
+                    "learning_rate": {"type": "constant", "constant": {"learning_rate": 0.01}},
+                }
+            ),
+        ),
+        runtime=cfg.RuntimeConfig(distribution_strategy="one_device"),
+    )
+
+
+_OPTIMIZER_KEYS = {
+    "sgd": {"momentum", "nesterov"},
+    "adam": {"beta_1", "beta_2", "epsilon", "amsgrad"},
+    "adamw": {
+        "beta_1",
+        "beta_2",
+        "epsilon",
+        "amsgrad",
+        "weight_decay_rate",
+        "include_in_weight_decay",
+        "exclude_from_weight_decay",
+    },
+    "rmsprop": {"rho", "momentum", "epsilon", "centered"},
+}
+
+
+def _get(node: Any, key: str, default: Any = None) -> Any:
+    value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
+    return default if value is None else value
+
+
+def optimization_from_params(train: Any, source: str = "params.yaml") -> dict[str, Any]:
+    """Model Garden `OptimizationConfig` dict from the `train` section."""
+    optimizer = train.optimizer
+    kind = str(_get(optimizer, "type", "sgd"))
+    if kind not in _OPTIMIZER_KEYS:
+        raise PipelineError(
+            f"{source}: train.optimizer.type {kind!r} is not supported; use one of "
+            f"{sorted(_OPTIMIZER_KEYS)}"
+        )
+    try:
+        learning_rate = float(optimizer.learning_rate)
+    except (AttributeError, TypeError, ValueError, KeyError) as error:
+        raise PipelineError(
+            f"{source}: train.optimizer.learning_rate missing or not a number; set it, e.g. "
+            "`-S train.optimizer.learning_rate=1e-3`"
+        ) from error
+    options = {
+        k: v for k, v in dict(optimizer).items() if k in _OPTIMIZER_KEYS[kind] and v is not None
+    }
+    unknown = set(dict(optimizer)) - _OPTIMIZER_KEYS[kind] - {"type", "learning_rate", "name"}
+    if unknown:
+        raise PipelineError(
+            f"{source}: train.optimizer has keys {sorted(unknown)} that {kind} does not take; "
+            f"allowed: {sorted(_OPTIMIZER_KEYS[kind])}"
+        )
+    clip = _get(train, "gradient_clip_norm")
+    if kind == "adamw":
+        # Model Garden's AdamWeightDecay clips by global norm itself (0 disables).
+        options["gradient_clip_norm"] = float(clip or 0.0)
+    elif clip:
+        options["global_clipnorm"] = float(clip)
+
+    steps = int(train.steps)
+    schedule = train.schedule
+    warmup_steps = int(_get(schedule, "warmup_steps", 0))
+    if warmup_steps >= steps and warmup_steps > 0:
+        raise PipelineError(
+            f"{source}: train.schedule.warmup_steps ({warmup_steps}) must be below "
+            f"train.steps ({steps})"
+        )
+    schedule_type = str(_get(schedule, "type", "constant"))
+    if schedule_type == "constant":
+        lr = {"type": "constant", "constant": {"learning_rate": learning_rate}}
+    elif schedule_type == "cosine":
+        lr = {
+            "type": "cosine",
+            "cosine": {
+                "initial_learning_rate": learning_rate,
+                "decay_steps": steps - warmup_steps,
+                "alpha": float(_get(schedule, "alpha", 0.0)),
+                "offset": warmup_steps,
+            },
+        }
+    elif schedule_type == "step":
+        milestones = [float(m) for m in _get(schedule, "milestones", [])]
+        if any(not 0.0 < m < 1.0 for m in milestones) or milestones != sorted(milestones):
+            raise PipelineError(
+                f"{source}: train.schedule.milestones must be increasing fractions of train.steps "
+                f"in (0, 1); got {milestones}"
+            )
+        gamma = float(_get(schedule, "gamma", 0.1))
+        boundaries = [max(1, round(m * steps)) for m in milestones]
+        lr = {
+            "type": "stepwise",
+            "stepwise": {
+                "boundaries": boundaries,
+                "values": [learning_rate * gamma**i for i in range(len(boundaries) + 1)],
+            },
+        }
+    else:
+        raise PipelineError(
+            f"{source}: train.schedule.type {schedule_type!r} is not supported; use constant, "
+            "cosine or step"
+        )
+    config: dict[str, Any] = {
+        "optimizer": {"type": kind, kind: options},
+        "learning_rate": lr,
+    }
+    if warmup_steps:
+        config["warmup"] = {
+            "type": "linear",
+            "linear": {
+                "warmup_steps": warmup_steps,
+                "warmup_learning_rate": float(_get(schedule, "warmup_learning_rate", 0.0)),
+            },
+        }
+    ema = _get(train, "ema_decay")
+    if ema:
+        config["ema"] = {"average_decay": float(ema), "trainable_weights_only": True}
+    return config
+
+
+def experiment_from_params(
+    train: Any,
+    converted_dir: str,
+    train_tfrecords: str,
+    val_tfrecords: str | None = None,
+    source: str = "params.yaml",
+) -> cfg.ExperimentConfig:
+    """The registered experiment overridden by the Hydra `train` section and the stage's paths."""
+    experiment = exp_factory.get_exp_config(EXPERIMENT)
+    steps = int(train.steps)
+    batch_size = int(train.batch_size)
+    if steps <= 0 or batch_size <= 0:
+        raise PipelineError(f"{source}: train.steps and train.batch_size must be positive")
+    log_every = max(1, int(_get(train, "log_every_steps", 1)))
+    checkpoint_every = max(1, int(_get(train, "checkpoint_every_steps", steps)))
+    validate_every = int(_get(train, "validation_every_steps", 0))
+    freeze = train.freeze
+    seed = int(_get(train, "seed", 0))
+    data_common = {
+        "global_batch_size": batch_size,
+        "shuffle_buffer_size": int(_get(train, "shuffle_buffer_size", 256)),
+        "seed": seed,
+        "skip_crowd": bool(_get(train, "skip_crowd", False)),
+    }
+    runtime = _get(train, "runtime", {})
+    overrides = {
+        "task": {
+            "converted_dir": str(converted_dir),
+            "num_classes": int(_get(train, "num_classes", 0)),
+            "l2_weight_decay": float(_get(train, "l2_weight_decay", -1.0)),
+            "freeze": {
+                "name": str(_get(freeze, "name", "custom")),
+                "modules": [str(m) for m in _get(freeze, "modules", [])],
+                "patterns": [str(p) for p in _get(freeze, "patterns", [])],
+                "trainable_patterns": [str(p) for p in _get(freeze, "trainable_patterns", [])],
+                "freeze_batch_norm": bool(_get(freeze, "freeze_batch_norm", True)),
+            },
+            "train_data": {
+                **data_common,
+                "input_path": str(train_tfrecords),
+                "is_training": True,
+                "random_horizontal_flip": bool(
+                    _get(_get(train, "augmentation", {}), "random_horizontal_flip", True)
+                ),
+            },
+            "validation_data": {
+                **data_common,
+                "input_path": str(val_tfrecords or ""),
+                "is_training": False,
+                "random_horizontal_flip": False,
+                "drop_remainder": False,
+            },
+        },
+        "trainer": {
+            "train_steps": steps,
+            "steps_per_loop": log_every,
+            "summary_interval": log_every,
+            "checkpoint_interval": checkpoint_every,
+            "validation_interval": validate_every or steps,
+        },
+        "runtime": {
+            "distribution_strategy": str(_get(runtime, "distribution_strategy", "one_device")),
+            "num_gpus": int(_get(runtime, "num_gpus", 0)),
+            "tpu": _get(runtime, "tpu", None),
+            "worker_hosts": _get(runtime, "worker_hosts", None),
+            "task_index": int(_get(runtime, "task_index", -1)),
+            "mixed_precision_dtype": _get(runtime, "mixed_precision_dtype", None),
+        },
+    }
+    experiment.override(overrides, is_strict=True)
+    # Assigned whole: a partial override cannot switch the oneof types or fill `ema` (None).
+    experiment.trainer.optimizer_config = optimization_config.OptimizationConfig(
+        optimization_from_params(train, source)
+    )
+    experiment.validate()
+    return experiment

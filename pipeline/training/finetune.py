@@ -1,0 +1,232 @@
+"""Run a fine-tune experiment end to end: Model Garden training, then the run's artefacts.
+
+Output directory:
+  checkpoint/             TF2 training checkpoints (Model Garden's CheckpointManager) + params.yaml;
+                          an interrupted run with the same settings resumes from the newest one
+  dvclive/                DVCLive metrics: plots/metrics/train/*.tsv (loss, learning_rate, ...),
+                          plots/metrics/eval/*.tsv when validation TFRecords are given, metrics.json
+  saved_model/            exported SavedModel (TF1-like `serving_default` signature)
+  trained_variables.txt   variables the optimizer updated (checkpoint path, shape)
+  frozen_variables.txt    trainable variables kept frozen
+  train_summary.json      steps, final losses, throughput, freezing and restore summary
+Everything but checkpoint/ and dvclive/ is written atomically at the end; train_summary.json is
+written last and marks a completed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from official.common import distribute_utils
+from official.core import task_factory, train_lib, train_utils
+from official.modeling import hyperparams, optimization, performance
+
+from pipeline.atomic import atomic_directory, atomic_file, write_json
+from pipeline.errors import PipelineError
+from pipeline.training import task as _task  # noqa: F401  (registers the task with the factory)
+from pipeline.training.actions import DivergenceGuard, DVCLiveAction, ProgressAction
+from pipeline.training.config import experiment_from_params
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    out_dir: Path
+    summary: dict[str, Any]
+
+
+@contextlib.contextmanager
+def _quiet_orbit() -> Iterator[None]:
+    """Orbit prints a line per train loop; the progress bar and DVCLive replace it."""
+    import orbit.controller
+
+    original = orbit.controller._log
+    orbit.controller._log = lambda message: log.debug(message)
+    try:
+        yield
+    finally:
+        orbit.controller._log = original
+
+
+def make_strategy(runtime: Any) -> tf.distribute.Strategy:
+    try:
+        return distribute_utils.get_distribution_strategy(
+            distribution_strategy=runtime.distribution_strategy,
+            num_gpus=runtime.num_gpus,
+            tpu_address=runtime.tpu,
+            all_reduce_alg=runtime.all_reduce_alg,
+            num_packs=runtime.num_packs,
+        )
+    except ValueError as error:
+        raise PipelineError(f"params.yaml: train.runtime.distribution_strategy: {error}") from error
+
+
+def _check_resume(model_dir: Path, experiment: Any, restart: bool) -> bool:
+    """True when resuming; refuses to resume a run made with other settings."""
+    if restart and model_dir.exists():
+        shutil.rmtree(model_dir)
+    if tf.train.latest_checkpoint(str(model_dir)) is None:
+        return False
+    saved = model_dir / "params.yaml"
+    if saved.is_file():
+        previous = hyperparams.read_yaml_to_params_dict(str(saved)).as_dict()
+        if previous != experiment.as_dict():
+            raise PipelineError(
+                f"{model_dir}: holds a checkpoint of a run with different settings; rerun with "
+                "--restart (or another --out) to start over"
+            )
+    return True
+
+
+def _variable_lines(paths: list[str], shapes: dict[str, list[int]]) -> str:
+    return "".join(f"{path}\t{shapes.get(path, '?')}\n" for path in paths)
+
+
+def finetune(
+    train_params: Any,
+    converted_dir: str | Path,
+    train_tfrecords: str,
+    out_dir: str | Path,
+    val_tfrecords: str | None = None,
+    *,
+    restart: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    source: str = "params.yaml",
+    export: bool = True,
+) -> FinetuneResult:
+    """Fine-tune the converted model in `converted_dir` on `train_tfrecords` into `out_dir`."""
+    from dvclive import Live
+
+    started = time.perf_counter()
+    experiment = experiment_from_params(
+        train_params, str(converted_dir), train_tfrecords, val_tfrecords, source
+    )
+    out = Path(out_dir)
+    model_dir = out / "checkpoint"
+    resuming = _check_resume(model_dir, experiment, restart)
+    if not resuming:
+        tf.keras.utils.set_random_seed(experiment.task.train_data.seed)
+    if experiment.runtime.mixed_precision_dtype:
+        performance.set_mixed_precision_policy(experiment.runtime.mixed_precision_dtype)
+    strategy = strategy or make_strategy(experiment.runtime)
+    mode = "train_and_eval" if val_tfrecords else "train"
+
+    with strategy.scope():
+        task = task_factory.get_task(experiment.task, logging_dir=str(model_dir))
+        trainer = train_utils.create_trainer(
+            experiment, task, train=True, evaluate=bool(val_tfrecords)
+        )
+    train_utils.serialize_config(experiment, str(model_dir))
+
+    live = Live(dir=str(out / "dvclive"), resume=resuming, save_dvc_exp=False, dvcyaml=None)
+    batch_size = experiment.task.train_data.global_batch_size
+    progress = ProgressAction(trainer.global_step, experiment.trainer.train_steps, batch_size)
+    guard = DivergenceGuard(trainer.global_step, None)
+    train_actions = [guard, DVCLiveAction(live, trainer.global_step, "train"), progress]
+    eval_actions = [DVCLiveAction(live, trainer.global_step, "eval")]
+    with _quiet_orbit():
+        runner = train_lib.OrbitExperimentRunner(
+            distribution_strategy=strategy,
+            task=task,
+            mode=mode,
+            params=experiment,
+            model_dir=str(model_dir),
+            save_summary=False,
+            train_actions=train_actions,
+            eval_actions=eval_actions,
+            trainer=trainer,
+        )
+        guard._manager = runner.checkpoint_manager
+        restore = _restore_record(model_dir, task.restore_report)
+        progress.begin()
+        try:
+            model, eval_logs = runner.run()
+        finally:
+            progress.close()
+            live.end()
+    train_seconds = time.perf_counter() - started
+
+    plan = task.freeze_plan
+    assert plan is not None
+    optimizer = trainer.optimizer
+    ema = isinstance(optimizer, optimization.ExponentialMovingAverage)
+    if ema:  # export the averaged weights, as Model Garden's EMA checkpoints do
+        with strategy.scope():
+            optimizer.swap_weights()
+
+    shapes = {
+        path: variable.shape.as_list()
+        for path, variable in zip(plan.trainable_paths, plan.trainable, strict=True)
+    }
+    all_shapes = {**shapes, **_frozen_shapes(model, plan.frozen_paths)}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / "trained_variables.txt") as handle:
+        handle.write(_variable_lines(plan.trained_paths, all_shapes))
+    with atomic_file(out / "frozen_variables.txt") as handle:
+        handle.write(_variable_lines(plan.frozen_paths, all_shapes))
+
+    if export:
+        from pipeline.inference import export_saved_model
+
+        with atomic_directory(out / "saved_model") as staging:
+            export_saved_model(model, task.spec, str(staging))
+
+    final = live.summary if hasattr(live, "summary") else {}
+    rates = progress.images_per_second[1:] or progress.images_per_second
+    summary = {
+        "steps": int(trainer.global_step.numpy()),
+        "resumed": resuming,
+        "num_replicas": strategy.num_replicas_in_sync,
+        "distribution_strategy": type(strategy).__name__,
+        "global_batch_size": experiment.task.train_data.global_batch_size,
+        "images_per_second": float(np.median(rates)) if rates else None,
+        "wall_seconds": round(train_seconds, 2),
+        "ema": ema,
+        "freeze": {
+            "name": experiment.task.freeze.name,
+            "freeze_batch_norm": experiment.task.freeze.freeze_batch_norm,
+            "trained_variables": len(plan.trained_paths),
+            "frozen_variables": len(plan.frozen_paths),
+            "trained_parameters": int(sum(np.prod(s) for s in shapes.values())),
+        },
+        "restore": restore,
+        "final": {k: v for k, v in final.items() if isinstance(v, dict | float | int)},
+        "eval": {k: float(v) for k, v in (eval_logs or {}).items() if np.ndim(v) == 0},
+        "saved_model": "saved_model" if export else None,
+    }
+    write_json(out / "train_summary.json", summary)
+    return FinetuneResult(out, summary)
+
+
+def _restore_record(model_dir: Path, report: Any) -> dict[str, Any] | None:
+    """What the first session restored (a resumed session restores the run's own checkpoint)."""
+    path = model_dir / "restore_report.json"
+    if report is not None:
+        write_json(path, report.to_dict())
+        return report.to_dict()
+    if path.is_file():
+        import json
+
+        return json.loads(path.read_text())
+    return None
+
+
+def _frozen_shapes(model: Any, frozen: list[str]) -> dict[str, list[int]]:
+    from pipeline.training.variables import checkpoint_items, variable_paths
+
+    wanted = set(frozen)
+    return {
+        path: variable.shape.as_list()
+        for path, variable in variable_paths(checkpoint_items(model)).values()
+        if path in wanted
+    }

@@ -1,0 +1,123 @@
+"""TF1-faithful training input: TFRecords -> (preprocessed images, SSD targets).
+
+Per example, in TF1's order (`inputs.transform_input_data`): decode (Model Garden's
+`TfExampleDecoder`, the keys the data stage writes), augmentation (random horizontal flip with the
+boxes flipped), the model's preprocessing (TF1 legacy bilinear resize to the input size, then
+`x * 2/255 - 1`), then target assignment against the TF1-ordered anchors. Model Garden's
+`retinanet_input.Parser` is not used: it normalises with ImageNet mean/std, pads to keep the aspect
+ratio and labels Model Garden's own multi-level anchors.
+
+The stream is a pure function of its position: files are read in sorted order, shuffled with a
+fixed seed and every random choice is a stateless function of (seed, example index). A resumed run
+skips the examples the checkpointed steps consumed and then sees exactly what an uninterrupted run
+would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+from official.vision.dataloaders import tf_example_decoder
+
+from pipeline.errors import PipelineError
+from pipeline.training.targets import TF1TargetAssigner
+
+PreprocessFn = Callable[[tf.Tensor], tf.Tensor]
+"""uint8 [1, H, W, 3] -> float32 [1, h, w, 3] model input (resize + value scaling)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSettings:
+    file_pattern: str
+    batch_size: int  # per input pipeline (per replica times replicas fed by this pipeline)
+    is_training: bool = True
+    shuffle_buffer_size: int = 1024
+    seed: int = 0
+    random_horizontal_flip: bool = True
+    skip_crowd: bool = False  # TF1 trains on crowd boxes too
+    skip_examples: int = 0  # examples already consumed (resume)
+    drop_remainder: bool = True
+
+
+def list_files(pattern: str) -> list[str]:
+    parts = [part.strip() for part in pattern.split(",") if part.strip()]
+    files = sorted({path for part in parts for path in tf.io.gfile.glob(part)})
+    if not files:
+        raise PipelineError(
+            f"{pattern}: no TFRecord files match; build them with `python -m pipeline "
+            "build-tfrecords` or fix the --train-tfrecords/--val-tfrecords glob"
+        )
+    return files
+
+
+def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """TF1 `random_horizontal_flip`'s transform: mirror the image and the normalised boxes."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    flipped = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+    return tf.image.flip_left_right(image), flipped
+
+
+def legacy_preprocess(image_size: tuple[int, int]) -> PreprocessFn:
+    """TF1 MobileNet SSD preprocessing (fallback when no model spec provides one)."""
+
+    def preprocess(images: tf.Tensor) -> tf.Tensor:
+        resized = tf.compat.v1.image.resize_bilinear(
+            tf.cast(images, tf.float32), image_size, align_corners=False, half_pixel_centers=False
+        )
+        return resized * (2.0 / 255.0) - 1.0
+
+    return preprocess
+
+
+def build_dataset(
+    settings: InputSettings,
+    preprocess: PreprocessFn,
+    assigner: TF1TargetAssigner,
+    num_classes: int,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """(images [B, h, w, 3] float32, labels dict of [B, N, ...]) batches."""
+    files = list_files(settings.file_pattern)
+    decoder = tf_example_decoder.TfExampleDecoder()
+    records = tf.data.Dataset.from_tensor_slices(files)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    records = records.interleave(
+        tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=1, deterministic=True
+    )
+    if settings.is_training:
+        records = records.shuffle(
+            settings.shuffle_buffer_size, seed=settings.seed, reshuffle_each_iteration=True
+        ).repeat()
+    records = records.enumerate()
+    if settings.skip_examples:
+        records = records.skip(settings.skip_examples)
+
+    def parse(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        decoded = decoder.decode(serialized)
+        image = decoded["image"]
+        boxes = tf.cast(decoded["groundtruth_boxes"], tf.float32)
+        classes = tf.cast(decoded["groundtruth_classes"], tf.int32)
+        if settings.skip_crowd:
+            keep = tf.logical_not(tf.cast(decoded["groundtruth_is_crowd"], tf.bool))
+            boxes = tf.boolean_mask(boxes, keep)
+            classes = tf.boolean_mask(classes, keep)
+        tf.debugging.assert_less_equal(
+            classes,
+            num_classes,
+            message=f"TFRecord class/label exceeds the model's num_classes ({num_classes})",
+        )
+        if settings.is_training and settings.random_horizontal_flip:
+            seed = tf.stack([tf.constant(settings.seed, tf.int64), index])
+            draw = tf.random.stateless_uniform([], seed=seed)
+            image, boxes = tf.cond(
+                draw < 0.5, lambda: horizontal_flip(image, boxes), lambda: (image, boxes)
+            )
+        model_input = preprocess(image[None])[0]
+        return model_input, assigner(boxes, classes)
+
+    dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.batch(settings.batch_size, drop_remainder=settings.drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE)

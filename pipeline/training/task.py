@@ -1,0 +1,268 @@
+"""The fine-tune task, registered with Model Garden's task factory.
+
+A `base_task.Task` like Model Garden's `RetinaNetTask`, with what differs for TF1 SSD models:
+the converted model (`pipeline.modeling`), the TF1 input path and targets
+(`pipeline.training.inputs`), TF1 losses with hard example mining (`pipeline.training.losses`),
+freezing (`pipeline.training.freezing`) and a restore that re-initialises resized class predictors
+(`pipeline.training.restore`). Everything else (trainer, optimizer/schedule factory, checkpoint
+manager, strategies, Orbit loop) is Model Garden's.
+
+Losses are normalised by the number of matches summed over all replicas and the replicas' losses
+are summed (not averaged), so a multi-replica step computes exactly the single-device TF1 loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+from official.core import base_task, task_factory
+from official.modeling import optimization, performance
+from official.vision.losses import loss_utils
+
+from pipeline.errors import PipelineError
+from pipeline.training import inputs as inputs_lib
+from pipeline.training.config import SSDDataConfig, SSDFinetuneTaskConfig
+from pipeline.training.freezing import FreezePlan, FreezeSettings, freeze_batch_norm, plan_freezing
+from pipeline.training.losses import ssd_losses
+from pipeline.training.restore import RestoreReport, restore_model
+from pipeline.training.settings import loss_settings, matcher_settings
+from pipeline.training.targets import TF1TargetAssigner
+
+log = logging.getLogger(__name__)
+
+_KERNEL = re.compile(r"(^|/)(kernel|depthwise_kernel|pointwise_kernel)$")
+LOSS_METRICS = ("total_loss", "cls_loss", "box_loss", "l2_loss", "num_matches")
+
+
+def load_spec(converted_dir: str | Path, num_classes: int = 0) -> Any:
+    from pipeline.modeling.spec import SSDSpec
+
+    path = Path(converted_dir) / "model_spec.json"
+    if not path.is_file():
+        raise PipelineError(
+            f"{path}: not found; pass the directory written by `python -m pipeline convert` "
+            "as --converted"
+        )
+    spec = SSDSpec.from_dict(json.loads(path.read_text()))
+    if num_classes and num_classes != spec.num_classes:
+        spec = spec.with_num_classes(num_classes)
+    return spec
+
+
+@task_factory.register_task_cls(SSDFinetuneTaskConfig)
+class SSDFinetuneTask(base_task.Task):
+    """Fine-tunes a converted TF1 SSD detector with TF1's targets and losses."""
+
+    def __init__(self, params: SSDFinetuneTaskConfig, logging_dir: str | None = None, name=None):
+        super().__init__(params, logging_dir=logging_dir, name=name)
+        from pipeline.modeling import anchors as anchors_lib
+
+        self.spec = load_spec(params.converted_dir, params.num_classes)
+        self.losses = loss_settings(self.spec)
+        self.box_coder_scales = tuple(float(s) for s in self.spec.box_coder.scales)
+        self.anchors = tf.constant(anchors_lib.tf1_anchor_boxes(self.spec), tf.float32)
+        self.freeze_plan: FreezePlan | None = None
+        self.restore_report: RestoreReport | None = None
+        self._regularized: list[tuple[tf.Variable, float]] = []
+
+    # ---- model, restore, optimizer ----------------------------------------------------------
+
+    def build_model(self) -> tf_keras.Model:
+        from pipeline.modeling import build_ssd_model
+
+        model = build_ssd_model(self.spec)
+        height, width = self.spec.image_size
+        model(tf.zeros([1, height, width, 3]), training=False)  # create the variables
+        freeze = self.task_config.freeze
+        if freeze.freeze_batch_norm:
+            freeze_batch_norm(model)
+        self.freeze_plan = plan_freezing(
+            model,
+            FreezeSettings(
+                name=freeze.name,
+                modules=tuple(freeze.modules),
+                patterns=tuple(freeze.patterns),
+                trainable_patterns=tuple(freeze.trainable_patterns),
+                freeze_batch_norm=freeze.freeze_batch_norm,
+            ),
+        )
+        self._regularized = self._l2_weights(model)
+        return model
+
+    def _l2_weights(self, model: tf_keras.Model) -> list[tuple[tf.Variable, float]]:
+        """Trained conv kernels with their L2 weight (TF1 regularises conv weights only)."""
+        assert self.freeze_plan is not None
+        uniform = self.task_config.l2_weight_decay
+        weights = []
+        plan = self.freeze_plan
+        for variable, path in zip(plan.trainable, plan.trainable_paths, strict=True):
+            if not _KERNEL.search(path):
+                continue
+            if uniform >= 0:
+                weight = uniform
+            elif path.startswith("head/"):
+                weight = self.spec.box_predictor.l2_weight
+            else:
+                weight = self.spec.feature_extractor.l2_weight
+            if weight:
+                weights.append((variable, float(weight)))
+        return weights
+
+    def initialize(self, model: tf_keras.Model) -> None:
+        """Restore the converted checkpoint (Orbit calls this only without a run checkpoint)."""
+        checkpoint = self.task_config.init_checkpoint or str(
+            Path(self.task_config.converted_dir) / "checkpoint"
+        )
+        try:
+            self.restore_report = restore_model(model, checkpoint)
+        except (FileNotFoundError, tf.errors.NotFoundError) as error:
+            raise PipelineError(
+                f"{checkpoint}: no converted checkpoint ({error}); run `python -m pipeline convert`"
+            ) from error
+        log.info("restored %d variables from %s", len(self.restore_report.restored), checkpoint)
+
+    def create_optimizer(self, optimizer_config, runtime_config=None):
+        """Model Garden's optimizer factory; the EMA (if any) shadows only the trained variables."""
+        factory = optimization.OptimizerFactory(optimizer_config)
+        optimizer = factory.build_optimizer(factory.build_learning_rate())
+        if runtime_config:
+            optimizer = performance.configure_optimizer(
+                optimizer,
+                use_float16=runtime_config.mixed_precision_dtype == "float16",
+                loss_scale=runtime_config.loss_scale,
+            )
+        if isinstance(optimizer, optimization.ExponentialMovingAverage) and self.freeze_plan:
+            optimizer.shadow_copy(_Trainable(self.freeze_plan.trainable))
+        return optimizer
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def _consumed_examples(self, params: SSDDataConfig, pipelines: int) -> int:
+        """Examples the checkpointed steps of this run already consumed (resume)."""
+        if not params.is_training or not self.logging_dir:
+            return 0
+        latest = tf.train.latest_checkpoint(self.logging_dir)
+        if latest is None:
+            return 0
+        reader = tf.train.load_checkpoint(latest)
+        step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
+        return step * params.global_batch_size // pipelines
+
+    def build_inputs(self, params: SSDDataConfig, input_context=None) -> tf.data.Dataset:
+        pipelines = input_context.num_input_pipelines if input_context else 1
+        if input_context is not None:
+            batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
+        else:
+            batch_size = params.global_batch_size
+        from pipeline.modeling import preprocess
+
+        settings = inputs_lib.InputSettings(
+            file_pattern=params.input_path,
+            batch_size=batch_size,
+            is_training=bool(params.is_training),
+            shuffle_buffer_size=params.shuffle_buffer_size,
+            seed=params.seed,
+            random_horizontal_flip=params.random_horizontal_flip,
+            skip_crowd=params.skip_crowd,
+            skip_examples=self._consumed_examples(params, pipelines),
+            drop_remainder=params.drop_remainder,
+        )
+        spec = self.spec
+        assigner = TF1TargetAssigner(self.anchors, matcher_settings(spec), self.box_coder_scales)
+        return inputs_lib.build_dataset(
+            settings,
+            lambda images: preprocess(images, spec),
+            assigner,
+            spec.num_classes,
+            input_context,
+        )
+
+    # ---- losses and steps -------------------------------------------------------------------
+
+    def build_losses(self, outputs, labels, aux_losses=None) -> dict[str, tf.Tensor]:
+        """Per-replica share of the TF1 loss (sums over replicas to the single-device loss)."""
+        del aux_losses  # L2 comes from the pipeline.config / train.l2_weight_decay, not Keras
+        cls_outputs = loss_utils.multi_level_flatten(
+            outputs["cls_outputs"], last_dim=self.spec.num_class_slots
+        )
+        box_outputs = loss_utils.multi_level_flatten(outputs["box_outputs"], last_dim=4)
+        context = tf.distribute.get_replica_context()
+        num_matches = tf.reduce_sum(labels["box_weights"])
+        num_replicas = 1
+        if context is not None and context.num_replicas_in_sync > 1:
+            num_matches = context.all_reduce(tf.distribute.ReduceOp.SUM, num_matches)
+            num_replicas = context.num_replicas_in_sync
+        losses = ssd_losses(
+            tf.cast(cls_outputs, tf.float32),
+            tf.cast(box_outputs, tf.float32),
+            labels,
+            self.anchors,
+            self.losses,
+            self.box_coder_scales,
+            num_matches=num_matches,
+        )
+        l2 = tf.constant(0.0)
+        if self._regularized:
+            l2 = tf.add_n([0.5 * w * tf.reduce_sum(tf.square(v)) for v, w in self._regularized])
+        losses["l2_loss"] = l2
+        losses["total_loss"] = losses["cls_loss"] + losses["box_loss"] + l2 / num_replicas
+        return losses
+
+    def build_metrics(self, training: bool = True) -> list[tf_keras.metrics.Metric]:
+        del training
+        return [tf_keras.metrics.Mean(name, dtype=tf.float32) for name in LOSS_METRICS]
+
+    def _global(self, losses: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The batch's values, identical on every replica (for logging)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return losses
+        summed = {
+            k: context.all_reduce(tf.distribute.ReduceOp.SUM, losses[k])
+            for k in ("total_loss", "cls_loss", "box_loss")
+        }
+        return {**losses, **summed}
+
+    def train_step(self, inputs, model, optimizer, metrics=None) -> dict[str, tf.Tensor]:
+        images, labels = inputs
+        assert self.freeze_plan is not None, "build_model() first"
+        variables = self.freeze_plan.trainable
+        with tf.GradientTape() as tape:
+            outputs = model(images, training=True)
+            losses = self.build_losses(outputs, labels)
+            loss = losses["total_loss"]
+            scaled = loss
+            if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+                scaled = optimizer.get_scaled_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(list(zip(grads, variables, strict=True)))
+        return self._log(losses, metrics)
+
+    def validation_step(self, inputs, model, metrics=None) -> dict[str, tf.Tensor]:
+        images, labels = inputs
+        outputs = model(images, training=False)
+        return self._log(self.build_losses(outputs, labels), metrics)
+
+    def _log(self, losses: dict[str, tf.Tensor], metrics) -> dict[str, tf.Tensor]:
+        losses = self._global(losses)
+        logs = {self.loss: losses["total_loss"]}
+        for metric in metrics or []:
+            metric.update_state(losses[metric.name])
+            logs[metric.name] = metric.result()
+        return logs
+
+
+class _Trainable:
+    """What `ExponentialMovingAverage.shadow_copy` reads from a model: its trained variables."""
+
+    def __init__(self, variables: list[tf.Variable]):
+        self.trainable_variables = list(variables)
+        self.variables = list(variables)
