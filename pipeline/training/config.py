@@ -105,6 +105,15 @@ _OPTIMIZER_KEYS = {
 }
 
 
+def _plain(node: Any) -> dict[str, Any]:
+    """OmegaConf / mapping -> plain dicts and lists (Model Garden configs reject OmegaConf)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
+
+
 def _get(node: Any, key: str, default: Any = None) -> Any:
     value = node.get(key, default) if hasattr(node, "get") else getattr(node, key, default)
     return default if value is None else value
@@ -112,7 +121,8 @@ def _get(node: Any, key: str, default: Any = None) -> Any:
 
 def optimization_from_params(train: Any, source: str = "params.yaml") -> dict[str, Any]:
     """Model Garden `OptimizationConfig` dict from the `train` section."""
-    optimizer = train.optimizer
+    train = _plain(train)
+    optimizer = _get(train, "optimizer", {})
     kind = str(_get(optimizer, "type", "sgd"))
     if kind not in _OPTIMIZER_KEYS:
         raise PipelineError(
@@ -120,7 +130,7 @@ def optimization_from_params(train: Any, source: str = "params.yaml") -> dict[st
             f"{sorted(_OPTIMIZER_KEYS)}"
         )
     try:
-        learning_rate = float(optimizer.learning_rate)
+        learning_rate = float(optimizer["learning_rate"])
     except (AttributeError, TypeError, ValueError, KeyError) as error:
         raise PipelineError(
             f"{source}: train.optimizer.learning_rate missing or not a number; set it, e.g. "
@@ -142,8 +152,8 @@ def optimization_from_params(train: Any, source: str = "params.yaml") -> dict[st
     elif clip:
         options["global_clipnorm"] = float(clip)
 
-    steps = int(train.steps)
-    schedule = train.schedule
+    steps = int(train["steps"])
+    schedule = _get(train, "schedule", {})
     warmup_steps = int(_get(schedule, "warmup_steps", 0))
     if warmup_steps >= steps and warmup_steps > 0:
         raise PipelineError(
@@ -211,14 +221,20 @@ def experiment_from_params(
 ) -> cfg.ExperimentConfig:
     """The registered experiment overridden by the Hydra `train` section and the stage's paths."""
     experiment = exp_factory.get_exp_config(EXPERIMENT)
-    steps = int(train.steps)
-    batch_size = int(train.batch_size)
+    train = _plain(train)
+    try:
+        steps = int(train["steps"])
+        batch_size = int(train["batch_size"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise PipelineError(
+            f"{source}: train.steps / train.batch_size missing or not integers"
+        ) from error
     if steps <= 0 or batch_size <= 0:
         raise PipelineError(f"{source}: train.steps and train.batch_size must be positive")
     log_every = max(1, int(_get(train, "log_every_steps", 1)))
     checkpoint_every = max(1, int(_get(train, "checkpoint_every_steps", steps)))
     validate_every = int(_get(train, "validation_every_steps", 0))
-    freeze = train.freeze
+    freeze = _get(train, "freeze", {})
     seed = int(_get(train, "seed", 0))
     data_common = {
         "global_batch_size": batch_size,
