@@ -1,0 +1,200 @@
+"""Assemble the Model Garden `RetinaNetModel` that reproduces a TF1 SSD, and load converted ones.
+
+The backbone and decoder come out of Model Garden's factories (`build_backbone`,
+`build_decoder`) through the `tf1_ssd_mobilenet` / `tf1_ssd_extra_layers` builders this package
+registers; the head is a `RetinaNetHead` subclass and the post-processing a
+`MultilevelDetectionGenerator` subclass with TF1 semantics. Anchors are TF1's, passed to the
+model as fixed `anchor_boxes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import tensorflow as tf
+import tf_keras
+from official.modeling import hyperparams
+from official.vision.configs import common
+from official.vision.modeling.backbones import factory as backbone_factory
+from official.vision.modeling.decoders import factory as decoder_factory
+from official.vision.modeling.retinanet_model import RetinaNetModel
+
+from pipeline.errors import PipelineError
+from pipeline.modeling import anchors as anchor_lib
+from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
+from pipeline.modeling.decoders import DecoderConfig, SSDExtraLayersConfig
+from pipeline.modeling.heads import SSDHead
+from pipeline.modeling.postprocess import TF1DetectionGenerator
+from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES, SSDSpec
+
+# Files of a converted model directory (see pipeline.conversion).
+CHECKPOINT_DIR = "checkpoint"
+SPEC_FILE = "model_spec.json"
+
+
+@dataclasses.dataclass
+class SSDModelConfig(hyperparams.Config):
+    """The Model Garden view of an SSDSpec: what the backbone/decoder factories read."""
+
+    backbone: BackboneConfig = dataclasses.field(default_factory=BackboneConfig)
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig)
+    norm_activation: common.NormActivation = dataclasses.field(
+        default_factory=lambda: common.NormActivation(
+            activation="relu6", use_sync_bn=False, norm_momentum=0.9997, norm_epsilon=0.001
+        )
+    )
+
+
+def model_config(spec: SSDSpec) -> SSDModelConfig:
+    extractor = spec.feature_extractor
+    # The MobileNet base keeps slim's BatchNorm epsilon unless the config overrides its
+    # hyperparameters (override_base_feature_extractor_hyperparams).
+    base_epsilon = (
+        extractor.batch_norm_epsilon
+        if extractor.override_base_feature_extractor_hyperparams
+        else 0.001
+    )
+    return SSDModelConfig(
+        backbone=BackboneConfig(
+            type="tf1_ssd_mobilenet",
+            tf1_ssd_mobilenet=TF1SSDMobileNetConfig(
+                architecture=spec.architecture,
+                depth_multiplier=extractor.depth_multiplier,
+                min_depth=extractor.min_depth,
+            ),
+        ),
+        decoder=DecoderConfig(
+            type="tf1_ssd_extra_layers",
+            tf1_ssd_extra_layers=SSDExtraLayersConfig(
+                architecture=spec.architecture,
+                num_layers=spec.anchors.num_layers,
+                depth_multiplier=extractor.depth_multiplier,
+                min_depth=extractor.min_depth,
+                use_depthwise=extractor.use_depthwise,
+                activation=extractor.activation,
+                norm_epsilon=extractor.batch_norm_epsilon,
+                batch_norm_scale=extractor.batch_norm_scale,
+                batch_norm_center=extractor.batch_norm_center,
+            ),
+        ),
+        norm_activation=common.NormActivation(
+            activation="relu6",
+            use_sync_bn=False,
+            norm_momentum=extractor.batch_norm_decay,
+            norm_epsilon=base_epsilon,
+        ),
+    )
+
+
+def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNetModel:
+    """The TF2 model of `spec`, built (variables created) for spec.image_size inputs.
+
+    `model(preprocessed, training=False)` returns Model Garden's dict: `cls_outputs` /
+    `box_outputs` ({level: [B, H, W, A * C]}, TF1 channel order) and the TF1 post-processed
+    `detection_*` / `num_detections`. With `l2_regularization`, the config's L2 weights become
+    Keras regularizers (TF1's slim l2_regularizer(w) is Keras L2(w / 2)).
+    """
+    if spec.architecture not in SUPPORTED_ARCHITECTURES:
+        raise PipelineError(
+            f"model_spec: architecture {spec.architecture!r} is not supported; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    config = model_config(spec)
+    height, width = spec.image_size
+    input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
+    feature_l2 = _l2(spec.feature_extractor.l2_weight) if l2_regularization else None
+    head_l2 = _l2(spec.box_predictor.l2_weight) if l2_regularization else None
+    backbone = backbone_factory.build_backbone(
+        input_specs=input_specs,
+        backbone_config=config.backbone,
+        norm_activation_config=config.norm_activation,
+        l2_regularizer=feature_l2,
+    )
+    decoder = decoder_factory.build_decoder(
+        input_specs=backbone.output_specs, model_config=config, l2_regularizer=feature_l2
+    )
+    levels = anchor_lib.levels(spec)
+    per_location = anchor_lib.anchors_per_location(spec)
+    predictor = spec.box_predictor
+    head = SSDHead(
+        min_level=levels[0],
+        max_level=levels[-1],
+        num_classes=spec.num_class_slots,
+        num_anchors_per_location={
+            str(level): count for level, count in zip(levels, per_location, strict=True)
+        },
+        kernel_size=predictor.kernel_size,
+        use_depthwise=predictor.use_depthwise,
+        depthwise_activation=predictor.activation,
+        class_prediction_bias_init=predictor.class_prediction_bias_init,
+        batch_norm_scale=predictor.batch_norm_scale,
+        batch_norm_center=predictor.batch_norm_center,
+        norm_momentum=spec.feature_extractor.batch_norm_decay,
+        norm_epsilon=predictor.batch_norm_epsilon,
+        kernel_regularizer=head_l2,
+    )
+    post = spec.post_processing
+    generator = TF1DetectionGenerator(
+        box_coder_weights=spec.box_coder.scales,
+        score_converter=post.score_converter,
+        logit_scale=post.logit_scale,
+        score_threshold=post.score_threshold,
+        iou_threshold=post.iou_threshold,
+        max_detections_per_class=post.max_detections_per_class,
+        max_total_detections=post.max_total_detections,
+        add_background_class=spec.add_background_class,
+    )
+    anchor_boxes = {
+        level: tf.constant(boxes)
+        for level, boxes in anchor_lib.multilevel_anchor_boxes(spec).items()
+    }
+    model = RetinaNetModel(
+        backbone=backbone,
+        decoder=decoder,
+        head=head,
+        detection_generator=generator,
+        anchor_boxes=anchor_boxes,
+        min_level=levels[0],
+        max_level=levels[-1],
+    )
+    # Create every variable (the head builds lazily) so that checkpoints restore eagerly.
+    model(tf.zeros([1, height, width, 3]), training=False)
+    return model
+
+
+def _l2(weight: float) -> tf_keras.regularizers.Regularizer | None:
+    # slim.l2_regularizer(w)(x) = w * sum(x^2) / 2 (tf.nn.l2_loss); Keras L2(l)(x) = l * sum(x^2).
+    return tf_keras.regularizers.L2(weight / 2.0) if weight > 0 else None
+
+
+def read_spec(directory: str | os.PathLike[str]) -> SSDSpec:
+    path = Path(directory) / SPEC_FILE
+    if not path.is_file():
+        raise PipelineError(
+            f"{path}: not found; pass a directory written by `python -m pipeline convert`"
+        )
+    try:
+        return SSDSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as error:
+        raise PipelineError(
+            f"{path}: invalid model spec ({error}); re-run the conversion"
+        ) from error
+
+
+def load_converted(directory: str | os.PathLike[str]) -> tuple[RetinaNetModel, SSDSpec]:
+    """Rebuild the model of a converted directory and restore its checkpoint."""
+    directory = Path(directory)
+    spec = read_spec(directory)
+    model = build_ssd_model(spec)
+    checkpoint_path = tf.train.latest_checkpoint(str(directory / CHECKPOINT_DIR))
+    if checkpoint_path is None:
+        raise PipelineError(
+            f"{directory / CHECKPOINT_DIR}: no checkpoint found; re-run the conversion"
+        )
+    checkpoint = tf.train.Checkpoint(**model.checkpoint_items)
+    status = checkpoint.read(checkpoint_path)
+    status.expect_partial().assert_existing_objects_matched()
+    return model, spec

@@ -1,0 +1,173 @@
+"""TF1 SSD box predictors as a Model Garden `RetinaNetHead`.
+
+TF1's `convolutional_box_predictor` with `num_layers_before_predictor: 0` is, per feature map, a
+box-encoding conv and a class conv with bias, no BatchNorm and no activation: exactly
+`RetinaNetHead(num_convs=0, share_level_convs=False)` with per-level anchor counts. Two TF1
+options need a small subclass:
+- `kernel_size`: RetinaNetHead hard-codes 3x3 predictors; TF1 configs use 1 (v1) or 3 (v2).
+- `use_depthwise` (SSDLite): each predictor is a 3x3 depthwise conv + BatchNorm + activation
+  followed by a 1x1 conv with bias (`*_depthwise` + `*Predictor` in TF1). Model Garden's
+  `use_separable_conv` has no BatchNorm/activation between the two convs, so the head builds
+  `DepthwisePredictor` layers instead.
+Output channel layout is TF1's: anchor-major, then (ty, tx, th, tw) or class slots (background
+first), which is also the layout Model Garden's detection generator reshapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+from official.modeling import tf_utils
+from official.vision.modeling.heads.dense_prediction_heads import RetinaNetHead
+
+from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class DepthwisePredictor(tf_keras.layers.Layer):
+    """SSDLite predictor: depthwise kxk + BatchNorm + activation, then a 1x1 conv with bias."""
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int = 3,
+        activation: str = "relu6",
+        norm_momentum: float = 0.9997,
+        norm_epsilon: float = 0.001,
+        kernel_initializer: Any = "glorot_uniform",
+        kernel_regularizer: Any = None,
+        bias_initializer: Any = "zeros",
+        bias_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("padding", None)
+        super().__init__(**kwargs)
+        self._config_dict = {
+            "filters": filters,
+            "kernel_size": kernel_size,
+            "activation": activation,
+            "norm_momentum": norm_momentum,
+            "norm_epsilon": norm_epsilon,
+        }
+        self.depthwise = tf_keras.layers.DepthwiseConv2D(
+            kernel_size=kernel_size, padding="same", depth_multiplier=1, use_bias=False
+        )
+        self.norm = tf_keras.layers.BatchNormalization(momentum=norm_momentum, epsilon=norm_epsilon)
+        self.activation_layer = tf_utils.get_activation(activation, use_keras_layer=True)
+        self.pointwise = tf_keras.layers.Conv2D(
+            filters=filters,
+            kernel_size=1,
+            padding="same",
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_initializer=bias_initializer,
+            bias_regularizer=bias_regularizer,
+        )
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = self.depthwise(inputs)
+        x = self.norm(x, training=training)
+        return self.pointwise(self.activation_layer(x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._config_dict}
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class SSDHead(RetinaNetHead):
+    """RetinaNetHead with TF1 predictor kernel size, SSDLite predictors and a TF1 layout."""
+
+    def __init__(
+        self,
+        min_level: int,
+        max_level: int,
+        num_classes: int,
+        num_anchors_per_location: dict[str, int],
+        kernel_size: int = 1,
+        use_depthwise: bool = False,
+        depthwise_activation: str = "relu6",
+        class_prediction_bias_init: float = 0.0,
+        batch_norm_scale: bool = True,
+        batch_norm_center: bool = True,
+        norm_momentum: float = 0.9997,
+        norm_epsilon: float = 0.001,
+        kernel_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        for fixed in ("num_convs", "share_level_convs", "use_separable_conv", "num_filters"):
+            kwargs.pop(fixed, None)
+        super().__init__(
+            min_level=min_level,
+            max_level=max_level,
+            num_classes=num_classes,
+            num_anchors_per_location=num_anchors_per_location,
+            num_convs=0,
+            share_level_convs=False,
+            norm_momentum=norm_momentum,
+            norm_epsilon=norm_epsilon,
+            kernel_regularizer=kernel_regularizer,
+            **kwargs,
+        )
+        self._config_dict.update(
+            kernel_size=kernel_size,
+            use_depthwise=use_depthwise,
+            depthwise_activation=depthwise_activation,
+            class_prediction_bias_init=class_prediction_bias_init,
+            batch_norm_scale=batch_norm_scale,
+            batch_norm_center=batch_norm_center,
+        )
+        self._classifier_kwargs["kernel_size"] = kernel_size
+        self._box_regressor_kwargs["kernel_size"] = kernel_size
+        # A freshly initialised class predictor starts where TF1's would: at the config's
+        # class_prediction_bias_init (0 in the zoo SSD configs), not Model Garden's 0.01 prior.
+        self._classifier_kwargs["bias_initializer"] = tf_keras.initializers.Constant(
+            class_prediction_bias_init
+        )
+        self.tf1_layout = TF1Layout("head")
+
+    def build(self, input_shape: Any) -> None:
+        if self._config_dict["use_depthwise"]:
+            conv_op = functools.partial(
+                DepthwisePredictor,
+                activation=self._config_dict["depthwise_activation"],
+                norm_momentum=self._config_dict["norm_momentum"],
+                norm_epsilon=self._config_dict["norm_epsilon"],
+            )
+            bn_op = tf_keras.layers.BatchNormalization
+            self._cls_convs, self._cls_norms, self._classifier = self._build_prediction_tower(
+                "classnet", "scores", conv_op, bn_op, self._classifier_kwargs
+            )
+            self._box_convs, self._box_norms, self._box_regressor = self._build_prediction_tower(
+                "boxnet", "boxes", conv_op, bn_op, self._box_regressor_kwargs
+            )
+            tf_keras.layers.Layer.build(self, input_shape)
+        else:
+            super().build(input_shape)
+        self._record_tf1_layout()
+
+    def _record_tf1_layout(self) -> None:
+        layout = self.tf1_layout
+        layout.records.clear()
+        implied = bn_implied(
+            self._config_dict["batch_norm_scale"], self._config_dict["batch_norm_center"]
+        )
+        for index, (box, cls) in enumerate(zip(self._box_regressor, self._classifier, strict=True)):
+            for predictor, name, class_dependent in (
+                (box, "BoxEncodingPredictor", False),
+                (cls, "ClassPredictor", True),
+            ):
+                scope = f"BoxPredictor_{index}/{name}"
+                if isinstance(predictor, DepthwisePredictor):
+                    layout.add(f"{scope}_depthwise", "depthwise", predictor, "depthwise")
+                    layout.add(
+                        f"{scope}_depthwise", "batch_norm", predictor, "norm", implied=implied
+                    )
+                    layout.add(scope, "conv_bias", predictor, "pointwise", class_dependent)
+                else:
+                    layout.add(scope, "conv_bias", predictor, None, class_dependent)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._config_dict)

@@ -1,0 +1,203 @@
+"""TF1 SSD post-processing as a Model Garden detection generator.
+
+Subclasses Model Garden's `MultilevelDetectionGenerator` (same call signature and output keys, so
+`RetinaNetModel` uses it unchanged: `detection_boxes/scores/classes`, `num_detections`, classes
+1-based) but computes what TF1's `SSDMetaArch.postprocess` computes, because the stock generator
+differs in ways that change detections:
+- decoding: Model Garden's `decode_boxes` clips dh/dw at log(1000/16) before `exp`; TF1's
+  faster_rcnn box coder does not. The TF1 formula is used (centre/size, scales (10, 10, 5, 5)).
+- scores: TF1 divides logits by `logit_scale` and applies the configured converter (sigmoid,
+  softmax or identity) before dropping the background slot; Model Garden always uses sigmoid.
+- NMS: TF1 `batch_multiclass_non_max_suppression` clips every box to the [0, 1] window *before*
+  NMS, drops boxes whose clipped area is 0, keeps score > threshold, runs per-class NMS with
+  `max_detections_per_class`, then keeps the `max_total_detections` best over all classes.
+  Model Garden's v1/v2 NMS has a single per-class/total limit and a pre-NMS top-k, and does not
+  clip. Here boxes are clipped and filtered as TF1 does, then TensorFlow's
+  `combined_non_max_suppression` (per-class greedy NMS, strict score threshold, separate per-class
+  and total limits, padded outputs — TF1's semantics) does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+import tf_keras
+from official.vision.modeling.layers.detection_generator import MultilevelDetectionGenerator
+
+
+def decode_tf1_boxes(
+    rel_codes: tf.Tensor, anchors: tf.Tensor, scales: Sequence[float]
+) -> tf.Tensor:
+    """TF1 FasterRcnnBoxCoder._decode: (ty, tx, th, tw) + anchors (ymin, xmin, ymax, xmax)."""
+    ymin_a, xmin_a, ymax_a, xmax_a = tf.unstack(anchors, axis=-1)
+    height_a = ymax_a - ymin_a
+    width_a = xmax_a - xmin_a
+    ycenter_a = ymin_a + height_a / 2.0
+    xcenter_a = xmin_a + width_a / 2.0
+    ty, tx, th, tw = tf.unstack(rel_codes, axis=-1)
+    ty /= scales[0]
+    tx /= scales[1]
+    th /= scales[2]
+    tw /= scales[3]
+    w = tf.exp(tw) * width_a
+    h = tf.exp(th) * height_a
+    ycenter = ty * height_a + ycenter_a
+    xcenter = tx * width_a + xcenter_a
+    ymin = ycenter - h / 2.0
+    xmin = xcenter - w / 2.0
+    ymax = ycenter + h / 2.0
+    xmax = xcenter + w / 2.0
+    return tf.stack([ymin, xmin, ymax, xmax], axis=-1)
+
+
+def convert_scores(
+    logits: tf.Tensor, converter: str, logit_scale: float, add_background_class: bool
+) -> tf.Tensor:
+    """TF1 score conversion ([..., slots] logits -> [..., num_classes] scores)."""
+    logits = tf.divide(logits, logit_scale)
+    if converter == "SIGMOID":
+        scores = tf.sigmoid(logits)
+    elif converter == "SOFTMAX":
+        scores = tf.nn.softmax(logits)
+    elif converter == "IDENTITY":
+        scores = tf.identity(logits)
+    else:
+        raise ValueError(f"unknown score converter {converter!r}")
+    return scores[..., 1:] if add_background_class else scores
+
+
+def tf1_multiclass_nms(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections_per_class: int,
+    max_total_detections: int,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """boxes [B, N, 4], scores [B, N, C] -> boxes, scores, classes (0-based), num_detections."""
+    clipped = tf.clip_by_value(boxes, 0.0, 1.0)
+    ymin, xmin, ymax, xmax = tf.unstack(clipped, axis=-1)
+    nonzero = (ymax - ymin) * (xmax - xmin) > 0.0
+    # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 with score -1.
+    scores = tf.where(nonzero[..., None], scores, -tf.ones_like(scores))
+    nmsed = tf.image.combined_non_max_suppression(
+        clipped[:, :, None, :],
+        scores,
+        max_output_size_per_class=max_detections_per_class,
+        max_total_size=max_total_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        pad_per_class=False,
+        clip_boxes=False,
+    )
+    return nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.nmsed_classes, nmsed.valid_detections
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class TF1DetectionGenerator(MultilevelDetectionGenerator):
+    """Model Garden detection generator with TF1 SSD decoding, score conversion and NMS."""
+
+    def __init__(
+        self,
+        box_coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+        score_converter: str = "SIGMOID",
+        logit_scale: float = 1.0,
+        score_threshold: float = 1e-8,
+        iou_threshold: float = 0.6,
+        max_detections_per_class: int = 100,
+        max_total_detections: int = 100,
+        add_background_class: bool = True,
+        apply_nms: bool = True,
+        return_decoded: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            apply_nms=apply_nms,
+            pre_nms_score_threshold=score_threshold,
+            nms_iou_threshold=iou_threshold,
+            max_num_detections=max_total_detections,
+            nms_version="batched",
+            return_decoded=return_decoded,
+            box_coder_weights=[float(w) for w in box_coder_weights],
+            **kwargs,
+        )
+        self._tf1_config = {
+            "box_coder_weights": [float(w) for w in box_coder_weights],
+            "score_converter": score_converter,
+            "logit_scale": float(logit_scale),
+            "score_threshold": float(score_threshold),
+            "iou_threshold": float(iou_threshold),
+            "max_detections_per_class": int(max_detections_per_class),
+            "max_total_detections": int(max_total_detections),
+            "add_background_class": bool(add_background_class),
+            "apply_nms": bool(apply_nms),
+            "return_decoded": bool(return_decoded),
+        }
+
+    def decode(
+        self, raw_boxes: Mapping[str, tf.Tensor], raw_scores: Mapping[str, tf.Tensor],
+        anchor_boxes: Mapping[str, tf.Tensor],
+    ) -> tuple[tf.Tensor, tf.Tensor]:  # fmt: skip
+        """Per-level head outputs -> decoded boxes [B, N, 4] and scores [B, N, C], TF1 order."""
+        cfg = self._tf1_config
+        encodings, logits, anchors = [], [], []
+        for level in sorted(raw_boxes, key=int):
+            batch = tf.shape(raw_boxes[level])[0]
+            encodings.append(tf.reshape(raw_boxes[level], [batch, -1, 4]))
+            anchors.append(tf.reshape(anchor_boxes[level], [batch, -1, 4]))
+            channels = raw_scores[level].get_shape().as_list()[-1]
+            slots = channels // (raw_boxes[level].get_shape().as_list()[-1] // 4)
+            logits.append(tf.reshape(raw_scores[level], [batch, -1, slots]))
+        boxes = decode_tf1_boxes(
+            tf.concat(encodings, axis=1), tf.concat(anchors, axis=1), cfg["box_coder_weights"]
+        )
+        scores = convert_scores(
+            tf.concat(logits, axis=1),
+            cfg["score_converter"],
+            cfg["logit_scale"],
+            cfg["add_background_class"],
+        )
+        return boxes, scores
+
+    def __call__(
+        self,
+        raw_boxes: Mapping[str, tf.Tensor],
+        raw_scores: Mapping[str, tf.Tensor],
+        anchor_boxes: Mapping[str, tf.Tensor],
+        image_shape: tf.Tensor | None = None,
+        raw_attributes: Mapping[str, tf.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        # Coordinates are normalized and TF1's clip window is the unit square, so image_shape is
+        # not needed.
+        del image_shape, raw_attributes
+        cfg = self._tf1_config
+        boxes, scores = self.decode(raw_boxes, raw_scores, anchor_boxes)
+        decoded = {"decoded_boxes": boxes, "decoded_box_scores": scores}
+        if not cfg["apply_nms"]:
+            return decoded
+        nmsed_boxes, nmsed_scores, nmsed_classes, num = tf1_multiclass_nms(
+            boxes,
+            scores,
+            cfg["score_threshold"],
+            cfg["iou_threshold"],
+            cfg["max_detections_per_class"],
+            cfg["max_total_detections"],
+        )
+        return {
+            **(decoded if cfg["return_decoded"] else {}),
+            "num_detections": num,
+            "detection_boxes": nmsed_boxes,
+            # 1-based like Model Garden and TF1's exported graphs (background was slot 0).
+            "detection_classes": tf.cast(nmsed_classes, tf.int32) + 1,
+            "detection_scores": nmsed_scores,
+            "detection_attributes": {},
+        }
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._tf1_config)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TF1DetectionGenerator:
+        return cls(**config)

@@ -1,0 +1,114 @@
+"""Which TF1 variable each TF2 weight corresponds to, recorded per layer object.
+
+While the backbone, decoder and head are assembled, every Keras layer that holds weights is
+registered here together with the TF1 variable scope it reproduces (derived from the same spec
+that decides the architecture, e.g. `FeatureExtractor/MobilenetV2/expanded_conv_3/expand`). The
+converter then walks these records; it never looks at Keras variable names, which Keras
+uniquifies per process (`conv2d_17/kernel:0`).
+
+Model Garden blocks create their sub-layers in `build()`, so a record holds the block and the
+attribute naming the sub-layer (`_conv0`, `_norm0`, ...) and resolves it when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+# kind -> ((TF1 leaf name, Keras attribute), ...)
+_VARIABLES = {
+    "conv": (("weights", "kernel"),),
+    "conv_bias": (("weights", "kernel"), ("biases", "bias")),
+    "depthwise": (("depthwise_weights", "depthwise_kernel"),),
+    "batch_norm": (
+        ("BatchNorm/gamma", "gamma"),
+        ("BatchNorm/beta", "beta"),
+        ("BatchNorm/moving_mean", "moving_mean"),
+        ("BatchNorm/moving_variance", "moving_variance"),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRecord:
+    """One TF1 layer scope and the Keras layer holding its weights."""
+
+    scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
+    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'batch_norm'
+    owner: Any  # a Keras layer, or the Model Garden block that owns it
+    attribute: str | None = None  # the block's attribute naming the Keras layer
+    # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)
+    module: str = "backbone"
+    # Class predictors depend on the class count; the converter may leave them fresh.
+    class_dependent: bool = False
+    # TF1 variables that may legitimately be absent, with the value that reproduces their
+    # absence (BatchNorm without scale has no gamma: gamma = 1; without center: beta = 0).
+    implied: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def layer(self) -> Any:
+        return getattr(self.owner, self.attribute) if self.attribute else self.owner
+
+    def variables(self) -> Iterator[tuple[str, Any, float | None]]:
+        """(TF1 variable name, TF2 variable, implied value or None) for each weight."""
+        implied = dict(self.implied)
+        layer = self.layer
+        for leaf, attribute in _VARIABLES[self.kind]:
+            yield f"{self.scope}/{leaf}", getattr(layer, attribute), implied.get(leaf)
+
+
+class TF1Layout:
+    """The records of one module. A plain object on purpose: Keras does not track it, so it adds
+    nothing to the module's checkpoint."""
+
+    def __init__(self, module: str) -> None:
+        self.module = module
+        self.records: list[LayerRecord] = []
+
+    def add(
+        self,
+        scope: str,
+        kind: str,
+        owner: Any,
+        attribute: str | None = None,
+        class_dependent: bool = False,
+        implied: tuple[tuple[str, float], ...] = (),
+    ) -> None:
+        self.records.append(
+            LayerRecord(scope, kind, owner, attribute, self.module, class_dependent, implied)
+        )
+
+    def conv_bn(
+        self,
+        scope: str,
+        block: Any,
+        conv: str,
+        norm: str,
+        depthwise: bool = False,
+        implied: tuple[tuple[str, float], ...] = (),
+    ) -> None:
+        """A slim conv (or depthwise conv) with BatchNorm, held by a Model Garden block."""
+        self.add(scope, "depthwise" if depthwise else "conv", block, conv)
+        self.add(scope, "batch_norm", block, norm, implied=implied)
+
+
+def bn_implied(scale: bool, center: bool) -> tuple[tuple[str, float], ...]:
+    """The BatchNorm variables a TF1 layer lacks when built without scale / center."""
+    implied = []
+    if not scale:
+        implied.append(("BatchNorm/gamma", 1.0))
+    if not center:
+        implied.append(("BatchNorm/beta", 0.0))
+    return tuple(implied)
+
+
+def model_records(model: Any) -> list[LayerRecord]:
+    """All records of a model built by `pipeline.modeling.build_ssd_model`, in build order."""
+    records: list[LayerRecord] = []
+    for module in (model.backbone, model.decoder, model.head):
+        layout = getattr(module, "tf1_layout", None)
+        if layout is None:
+            raise ValueError(f"{type(module).__name__} carries no TF1 layout")
+        records.extend(layout.records)
+    return records
