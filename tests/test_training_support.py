@@ -131,7 +131,7 @@ def install_model_standin() -> bool:
 
 
 def build_model(spec):
-    from pipeline.modeling import build_ssd_model
+    from pipeline.modeling.builder import build_ssd_model
 
     model = build_ssd_model(spec)
     model(tf.zeros([1, *spec.image_size, 3]), training=False)

@@ -74,7 +74,7 @@ class SSDFinetuneTask(base_task.Task):
     # ---- model, restore, optimizer ----------------------------------------------------------
 
     def build_model(self) -> tf_keras.Model:
-        from pipeline.modeling import build_ssd_model
+        from pipeline.modeling.builder import build_ssd_model
 
         model = build_ssd_model(self.spec)
         height, width = self.spec.image_size
@@ -160,7 +160,7 @@ class SSDFinetuneTask(base_task.Task):
             batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
         else:
             batch_size = params.global_batch_size
-        from pipeline.modeling import preprocess
+        from pipeline.modeling.preprocess import preprocess
 
         settings = inputs_lib.InputSettings(
             file_pattern=params.input_path,
