@@ -1,0 +1,140 @@
+"""`python -m pipeline convert`: a TF1 zoo SSD directory -> a converted TF2 model directory.
+
+Output (written atomically): `checkpoint/` (tf.train.Checkpoint(**model.checkpoint_items), the
+layout Model Garden's task `initialize` restores), `model_spec.json`, a copy of
+`pipeline.config`, `conversion_report.json` and `conversion_report.md`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_directory, write_json
+from pipeline.conversion.mapping import apply_plan, plan_mapping
+from pipeline.conversion.report import build_report, render_markdown
+from pipeline.errors import PipelineError
+from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
+from pipeline.modeling.spec import SSDSpec
+from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.pipeline_config import ssd_spec_from_config
+
+REPORT_JSON = "conversion_report.json"
+REPORT_MD = "conversion_report.md"
+CONFIG_FILE = "pipeline.config"
+
+
+def target_spec(source: SSDSpec, num_classes: int | None) -> SSDSpec:
+    if num_classes is None or num_classes == source.num_classes:
+        return source
+    if num_classes <= 0:
+        raise PipelineError(f"--num-classes: {num_classes} is not a positive class count")
+    return source.with_num_classes(num_classes)
+
+
+def convert(
+    tf1_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    num_classes: int | None = None,
+    verify_images: str | os.PathLike[str] | None = None,
+    max_verify_images: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Convert a TF1 zoo SSD directory; return the report (also written to out_dir).
+
+    `num_classes` different from the checkpoint's leaves the class predictors fresh. With
+    `verify_images`, the TF1 graph and the converted model are run on those images and the parity
+    figures go into the report; a failed verification raises PipelineError after the output is
+    written (so the report can be inspected).
+    """
+    from pipeline.modeling.builder import build_ssd_model
+
+    timings: dict[str, float] = {}
+    tf1_dir = Path(tf1_dir)
+    config_path = tf1_dir / CONFIG_FILE
+    start = time.perf_counter()
+    source_spec = ssd_spec_from_config(config_path)
+    spec = target_spec(source_spec, num_classes)
+    checkpoint = TF1Checkpoint(tf1_dir)
+    checkpoint.require_data()
+    timings["read_config_and_index"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    model = build_ssd_model(spec)
+    timings["build_model"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    fresh = spec.num_classes != source_spec.num_classes
+    plan = plan_mapping(model, spec, checkpoint, fresh, str(config_path))
+    timings["map_variables"] = time.perf_counter() - start
+    start = time.perf_counter()
+    apply_plan(plan, checkpoint, progress)
+    timings["read_and_assign"] = time.perf_counter() - start
+
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as staging:
+        start = time.perf_counter()
+        saved = write_checkpoint(model, staging / CHECKPOINT_DIR)
+        timings["write_checkpoint"] = time.perf_counter() - start
+        write_json(staging / SPEC_FILE, spec.to_dict())
+        shutil.copyfile(config_path, staging / CONFIG_FILE)
+        parity = None
+        if verify_images is not None:
+            start = time.perf_counter()
+            parity = verify(tf1_dir, model, spec, verify_images, max_verify_images, fresh)
+            timings["verify"] = time.perf_counter() - start
+        tf2_total = sum(len(m.variables) for m in model.checkpoint_items.values())
+        report = build_report(
+            tf1_dir=str(tf1_dir),
+            checkpoint_prefix=str(checkpoint.prefix),
+            source_spec=source_spec,
+            spec=spec,
+            plan=plan,
+            tf1_total=len(checkpoint.shapes),
+            tf2_total=tf2_total,
+            checkpoint_path=str(Path(CHECKPOINT_DIR) / Path(saved).name),
+            timings=timings,
+            parity=parity,
+        )
+        write_json(staging / REPORT_JSON, report)
+        (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    if parity is not None and not parity.get("passed", False):
+        raise PipelineError(
+            f"{out_dir / REPORT_JSON}: parity with the TF1 graph FAILED (see `parity`); the "
+            "converted model does not compute what the TF1 model computes"
+        )
+    return report
+
+
+def write_checkpoint(model: Any, directory: Path) -> str:
+    """tf.train.Checkpoint(**model.checkpoint_items) with a `checkpoint` state file, so that
+    `tf.train.latest_checkpoint(directory)` (Model Garden's `initialize`) finds it."""
+    import tensorflow as tf
+
+    checkpoint = tf.train.Checkpoint(**model.checkpoint_items)
+    manager = tf.train.CheckpointManager(checkpoint, str(directory), max_to_keep=1)
+    return manager.save(checkpoint_number=0)
+
+
+def verify(
+    tf1_dir: Path,
+    model: Any,
+    spec: SSDSpec,
+    images_dir: str | os.PathLike[str],
+    max_images: int | None,
+    class_count_changed: bool,
+) -> dict[str, Any]:
+    """Run the TF1 graph and the converted model on the same images; compare (parity module)."""
+    from pipeline.conversion import parity as parity_lib
+
+    return parity_lib.verify_conversion(
+        tf1_dir,
+        model,
+        spec,
+        images_dir,
+        max_images=max_images,
+        compare_classes=not class_count_changed,
+    )

@@ -1,0 +1,127 @@
+"""The conversion report: what was mapped, what was not, and how closely the TF2 model agrees.
+
+`conversion_report.json` is the machine-readable record (the DVC stage's metrics can point into
+it); `conversion_report.md` is the same content for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.conversion.mapping import MappingPlan
+from pipeline.modeling.spec import SSDSpec
+
+
+def build_report(
+    *,
+    tf1_dir: str,
+    checkpoint_prefix: str,
+    source_spec: SSDSpec,
+    spec: SSDSpec,
+    plan: MappingPlan,
+    tf1_total: int,
+    tf2_total: int,
+    checkpoint_path: str,
+    timings: dict[str, float],
+    parity: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    fresh_variables = [
+        f"{record.scope}/{leaf}"
+        for record in plan.fresh
+        for leaf in (("weights", "biases") if record.kind == "conv_bias" else ("weights",))
+    ]
+    return {
+        "complete": plan.complete,
+        "source": {
+            "tf1_dir": tf1_dir,
+            "checkpoint": checkpoint_prefix,
+            "architecture": source_spec.architecture,
+            "num_classes": source_spec.num_classes,
+        },
+        "target": {
+            "model": "official.vision.modeling.retinanet_model.RetinaNetModel",
+            "checkpoint": checkpoint_path,
+            "num_classes": spec.num_classes,
+            "image_size": list(spec.image_size),
+        },
+        "tf1": {
+            "total": tf1_total,
+            "mapped": len(plan.tf1_mapped),
+            "unmapped": plan.tf1_unmapped,
+            "replaced_by_fresh_layers": plan.tf1_replaced,
+            "ignored_bookkeeping": plan.tf1_ignored,
+        },
+        "tf2": {
+            "total": tf2_total,
+            "initialised_from_tf1": len(plan.assignments),
+            "initialised_implied_constants": [name for name, _, _ in plan.implied],
+            "fresh": fresh_variables,
+            "uninitialised": plan.tf2_uninitialised,
+        },
+        "fresh_layers": plan.fresh_layers,
+        "mapping": [
+            {"tf1": name, "module": record.module, "layer": record.scope}
+            for name, _, record in plan.assignments
+        ],
+        "parity": parity,
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    source, target, tf1, tf2 = report["source"], report["target"], report["tf1"], report["tf2"]
+    status = "complete" if report["complete"] else "INCOMPLETE"
+    lines = [
+        "# Conversion report",
+        "",
+        f"- Source: `{source['checkpoint']}` ({source['architecture']}, "
+        f"{source['num_classes']} classes)",
+        f"- Target: Model Garden `RetinaNetModel`, {target['num_classes']} classes, input "
+        f"{target['image_size'][0]}x{target['image_size'][1]}, checkpoint `{target['checkpoint']}`",
+        f"- Coverage: **{status}**",
+        "",
+        "| | count |",
+        "|---|---:|",
+        f"| TF1 variables | {tf1['total']} |",
+        f"| TF1 mapped | {tf1['mapped']} |",
+        f"| TF1 unmapped | {len(tf1['unmapped'])} |",
+        f"| TF1 replaced by fresh layers | {len(tf1['replaced_by_fresh_layers'])} |",
+        f"| TF1 bookkeeping ignored ({', '.join(tf1['ignored_bookkeeping']) or '-'}) | "
+        f"{len(tf1['ignored_bookkeeping'])} |",
+        f"| TF2 variables | {tf2['total']} |",
+        f"| TF2 initialised from TF1 | {tf2['initialised_from_tf1']} |",
+        f"| TF2 implied constants | {len(tf2['initialised_implied_constants'])} |",
+        f"| TF2 fresh (class count changed) | {len(tf2['fresh'])} |",
+        f"| TF2 uninitialised | {len(tf2['uninitialised'])} |",
+        "",
+    ]
+    if report["fresh_layers"]:
+        lines += ["## Layers starting fresh", ""]
+        lines += [f"- `{layer}`" for layer in report["fresh_layers"]]
+        lines.append("")
+    for title, names in (
+        ("TF1 variables not mapped", tf1["unmapped"]),
+        ("TF2 variables not initialised", tf2["uninitialised"]),
+    ):
+        if names:
+            lines += [f"## {title}", ""] + [f"- `{name}`" for name in names] + [""]
+    parity = report.get("parity")
+    lines += ["## Parity with the TF1 graph", ""]
+    if not parity:
+        lines += ["Not verified (run `convert` with `--verify-images`).", ""]
+    else:
+        lines += _parity_lines(parity)
+    timings = report.get("timings_s") or {}
+    if timings:
+        lines += ["## Timings (s)", ""] + [f"- {k}: {v}" for k, v in timings.items()] + [""]
+    return "\n".join(lines)
+
+
+def _parity_lines(parity: dict[str, Any]) -> list[str]:
+    lines = [f"- Result: **{'passed' if parity.get('passed') else 'FAILED'}**"]
+    for key, value in parity.items():
+        if key in ("passed", "per_image"):
+            continue
+        lines.append(f"- {key}: {value}")
+    lines.append("")
+    return lines
