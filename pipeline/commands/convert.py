@@ -32,18 +32,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-verify-images", type=int, default=None, help="use at most this many images"
     )
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help="read num_classes / verify_images / verify_max_images from this params.yaml's "
+        "`model` section (command-line options win)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | None]:
+    num_classes, verify_images, max_images = (
+        args.num_classes,
+        args.verify_images,
+        args.max_verify_images,
+    )
+    if args.params is not None:
+        from pipeline.params import load_params
+
+        model = load_params(args.params, "model")
+        if num_classes is None and model.get("num_classes") is not None:
+            num_classes = int(model.num_classes)
+        if verify_images is None and model.get("verify_images"):
+            verify_images = Path(model.verify_images)
+        if max_images is None and model.get("verify_max_images") is not None:
+            max_images = int(model.verify_max_images)
+    return num_classes, verify_images, max_images
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.conversion.convert import convert
 
+    num_classes, verify_images, max_images = _settings(args)
     report = convert(
         args.tf1_dir,
         args.out,
-        num_classes=args.num_classes,
-        verify_images=args.verify_images,
-        max_verify_images=args.max_verify_images,
+        num_classes=num_classes,
+        verify_images=verify_images,
+        max_verify_images=max_images,
         progress=not args.no_progress,
     )
     tf1, tf2 = report["tf1"], report["tf2"]
