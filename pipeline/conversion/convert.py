@@ -84,7 +84,16 @@ def convert(
         parity = None
         if verify_images is not None:
             start = time.perf_counter()
-            parity = verify(tf1_dir, model, spec, verify_images, max_verify_images, fresh)
+            parity = verify(
+                tf1_dir,
+                model,
+                spec,
+                verify_images,
+                max_verify_images,
+                source_spec,
+                checkpoint,
+                progress,
+            )
             timings["verify"] = time.perf_counter() - start
         tf2_total = sum(len(m.variables) for m in model.checkpoint_items.values())
         report = build_report(
@@ -125,16 +134,32 @@ def verify(
     spec: SSDSpec,
     images_dir: str | os.PathLike[str],
     max_images: int | None,
-    class_count_changed: bool,
+    source_spec: SSDSpec,
+    checkpoint: TF1Checkpoint,
+    progress: bool,
 ) -> dict[str, Any]:
-    """Run the TF1 graph and the converted model on the same images; compare (parity module)."""
-    from pipeline.conversion import parity as parity_lib
+    """Run the TF1 graph and the converted model on the same images and compare them
+    (`pipeline.conversion.parity`).
 
-    return parity_lib.verify_conversion(
-        tf1_dir,
-        model,
-        spec,
-        images_dir,
-        max_images=max_images,
-        compare_classes=not class_count_changed,
-    )
+    After a class-count change the class outputs cannot be compared; the check then runs on a
+    model converted with the checkpoint's own class count, which shares every converted weight
+    with the output model (only the fresh class predictors differ).
+    """
+    from pipeline.conversion import parity as parity_lib
+    from pipeline.modeling.builder import build_ssd_model
+
+    note = None
+    if spec.num_classes != source_spec.num_classes:
+        model = build_ssd_model(source_spec)
+        apply_plan(plan_mapping(model, source_spec, checkpoint), checkpoint)
+        spec = source_spec
+        note = (
+            f"verified on the {source_spec.num_classes}-class conversion of the same checkpoint; "
+            "the output model's class predictors are fresh and not compared"
+        )
+    report = parity_lib.verify_conversion(
+        tf1_dir, model, spec, images_dir=images_dir, max_images=max_images, progress=progress
+    ).to_dict()
+    if note:
+        report["note"] = note
+    return report

@@ -120,8 +120,18 @@ def render_markdown(report: dict[str, Any]) -> str:
 def _parity_lines(parity: dict[str, Any]) -> list[str]:
     lines = [f"- Result: **{'passed' if parity.get('passed') else 'FAILED'}**"]
     for key, value in parity.items():
-        if key in ("passed", "per_image"):
+        if key in ("passed", "images"):
             continue
         lines.append(f"- {key}: {value}")
+    images = parity.get("images") or []
+    if images:
+        lines += ["", "| image | box max abs diff | logit max abs diff | detections matched |"]
+        lines.append("|---|---:|---:|---:|")
+        for image in images:
+            det = image["detections"]
+            lines.append(
+                f"| {image['image']} | {image['box_encodings']['max_abs_diff']:.3g} | "
+                f"{image['class_logits']['max_abs_diff']:.3g} | {det['matched']}/{det['checked']} |"
+            )
     lines.append("")
     return lines
