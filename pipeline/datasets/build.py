@@ -193,7 +193,8 @@ def _write_annotations(
         "categories": dataset.categories,
     }
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, separators=(",", ":"))
+        # dumps, not dump: dump streams through the pure-Python encoder, ~5x slower.
+        handle.write(json.dumps(payload, separators=(",", ":")))
 
 
 def _progress(items: Iterable[T], total: int, enabled: bool) -> Iterable[T]:

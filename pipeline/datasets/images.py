@@ -57,9 +57,9 @@ def load_image(path: Path, height: int, width: int) -> EncodedImage:
                 )
             source_format, mode = image.format, image.mode
             if source_format == "JPEG":
-                # Decoding at 1/8 scale still entropy-decodes every byte, so truncated or broken
-                # files fail exactly as they would in TensorFlow, at a fraction of the cost.
-                image.draft(None, (max(1, file_width // 8), max(1, file_height // 8)))
+                # Decoding greyscale at 1/8 scale still entropy-decodes every byte, so truncated
+                # or broken files fail as they would in TensorFlow, at a fraction of the cost.
+                image.draft("L", (max(1, file_width // 8), max(1, file_height // 8)))
             image.load()
             kind, modes = _PASS_THROUGH.get(source_format, (None, set()))
             if kind is not None and mode in modes:

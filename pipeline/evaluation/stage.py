@@ -94,5 +94,5 @@ def evaluate_model(
     with atomic_directory(out) as staging:
         write_evaluation(staging, evaluation, title)
         with open(staging / "detections.json", "w", encoding="utf-8") as handle:
-            json.dump(run.results, handle, separators=(",", ":"))
+            handle.write(json.dumps(run.results, separators=(",", ":")))
     return evaluation
