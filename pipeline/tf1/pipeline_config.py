@@ -214,7 +214,9 @@ class _Translator:
             )
         predictor = ssd.box_predictor.convolutional_box_predictor
         field = f"{field}.convolutional_box_predictor"
-        if predictor.num_layers_before_predictor > 0 and predictor.max_depth > 0:
+        # TF1 inserts them only when max(min(depth, max_depth), min_depth) > 0.
+        inserts_layers = predictor.max_depth > 0 or predictor.min_depth > 0
+        if predictor.num_layers_before_predictor > 0 and inserts_layers:
             raise self.fail(
                 f"{field}.num_layers_before_predictor",
                 f"is {predictor.num_layers_before_predictor}",
