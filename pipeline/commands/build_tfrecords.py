@@ -14,6 +14,13 @@ DESCRIPTION = (
 )
 
 
+NULLS = ("", "none", "null")  # how DVC templating renders a YAML null: `${data.label_map}`
+
+
+def optional_path(text: str) -> Path | None:
+    return None if text.strip().lower() in NULLS else Path(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--annotations", type=Path, required=True, help="COCO instances JSON")
     parser.add_argument("--images", type=Path, required=True, help="directory of the images")
@@ -28,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--label-map",
-        type=Path,
+        type=optional_path,
         default=None,
         help="remap categories to model class ids: label_map.pbtxt (OD API), or a JSON/YAML "
         "list of {id, name[, source_id]} or of names; default keeps the COCO ids",
@@ -40,9 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pipeline.datasets import BuildConfig, build_tfrecords
 
-    label_map = (
-        args.label_map if args.label_map and str(args.label_map) not in ("", "null") else None
-    )
     stats = build_tfrecords(
         BuildConfig(
             annotations=args.annotations,
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             shards=args.shards,
             prefix=args.prefix,
             on_bad_input=args.on_bad_input,
-            label_map=label_map,
+            label_map=args.label_map,
             workers=args.workers,
             progress=not args.no_progress,
         )

@@ -15,6 +15,11 @@ DESCRIPTION = (
 )
 
 
+def optional_int(text: str) -> int | None:
+    """An int, or None for the way DVC templating renders a YAML null (`${eval.max_images}`)."""
+    return None if text.strip().lower() in ("", "none", "null") else int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--detections", type=Path, help="COCO results JSON to score")
@@ -30,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="COCOeval implementation (same numbers; faster_coco_eval is faster)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="images per detector call")
-    parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N")
+    parser.add_argument(
+        "--max-images", type=optional_int, default=None, help="evaluate the first N (None: all)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
