@@ -9,6 +9,7 @@ i mod N, so shards differ by at most one example and the output depends only on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -140,34 +141,35 @@ def build_tfrecords(config: BuildConfig) -> dict[str, Any]:
     written_images: list[dict[str, Any]] = []
     written_annotations: list[dict[str, Any]] = []
     tally = _Tally(dataset)
-    with atomic_directory(config.out) as staging:
+    with atomic_directory(config.out) as staging, contextlib.ExitStack() as stack:
         writers = [
-            TFRecordWriter(staging / name) for name in shard_names(config.prefix, config.shards)
+            stack.enter_context(TFRecordWriter(staging / name))
+            for name in shard_names(config.prefix, config.shards)
         ]
-        try:
-            results = ordered_map(encode, dataset.images, workers, window=4 * workers)
-            for result in _progress(results, len(dataset.images), config.progress):
-                task = result.task
-                if result.problem is not None:
-                    problem = result.problem
-                    bad.report(
-                        "images",
-                        problem.reason,
-                        f"id={task.id}",
-                        problem.field,
-                        problem.detail,
-                        file=result.path,
-                    )
-                    bad.counts["annotations"]["image_skipped"] += len(task.boxes)
-                    continue
-                shard = tally.images % config.shards
-                writers[shard].write(result.record)
-                tally.add(task, result.image, shard, len(result.record))
-                written_images.append(task.record)
-                written_annotations.extend(box.to_coco(task.id) for box in task.boxes)
-        finally:
-            for writer in writers:
-                writer.close()
+        # closing(): on failure, stop the pool now rather than when the traceback is freed.
+        results = stack.enter_context(
+            contextlib.closing(ordered_map(encode, dataset.images, workers, 4 * workers))
+        )
+        for result in _progress(results, len(dataset.images), config.progress):
+            task = result.task
+            if result.problem is not None:
+                problem = result.problem
+                bad.report(
+                    "images",
+                    problem.reason,
+                    f"id={task.id}",
+                    problem.field,
+                    problem.detail,
+                    file=result.path,
+                )
+                bad.counts["annotations"]["image_skipped"] += len(task.boxes)
+                continue
+            shard = tally.images % config.shards
+            writers[shard].write(result.record)
+            tally.add(task, result.image, shard, len(result.record))
+            written_images.append(task.record)
+            written_annotations.extend(box.to_coco(task.id) for box in task.boxes)
+        stack.close()  # shards complete before the reports are written
         stats = tally.stats(config, bad)
         write_json(staging / "stats.json", stats)
         write_json(staging / "label_map.json", [e.to_dict() for e in dataset.label_map])

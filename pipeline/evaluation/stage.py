@@ -85,7 +85,7 @@ def evaluate_model(
         )
     if len(run.image_ids) < len(known):
         log.warning(
-            "evaluating %d of the %d annotated images (those in the TFRecords)",
+            "evaluating %d of the %d annotated images (those the detector saw)",
             len(run.image_ids),
             len(known),
         )
