@@ -79,7 +79,10 @@ def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0
 
     if leaf == "weights" and len(shape) == 4:
         fan_in = shape[0] * shape[1] * shape[2]
-        std = np.sqrt(2.0 / fan_in)
+        # He scaling preserves the activations' second moment through conv + relu6; a linear
+        # bottleneck (MobileNetV2 `project`, no activation) preserves it with gain 1. He there
+        # doubles the residual stream per block and amplifies float32 noise ~20x end to end.
+        std = np.sqrt((1.0 if "/project/" in name else 2.0) / fan_in)
         if in_box_predictor or in_class_predictor:
             # Heads are linear; `calibrate_heads` rescales them to a target output spread.
             std = np.sqrt(1.0 / fan_in)
