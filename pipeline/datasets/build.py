@@ -137,7 +137,7 @@ def build_tfrecords(config: BuildConfig) -> dict[str, Any]:
             return _Encoded(task, path, problem=problem)
         return _Encoded(task, path, serialize_example(_features(task, image, names)), image)
 
-    workers = config.workers or len(os.sched_getaffinity(0))
+    workers = config.workers or _available_cpus()
     written_images: list[dict[str, Any]] = []
     written_annotations: list[dict[str, Any]] = []
     tally = _Tally(dataset)
@@ -178,6 +178,11 @@ def build_tfrecords(config: BuildConfig) -> dict[str, Any]:
         )
         write_class_balance(staging, stats)
     return stats
+
+
+def _available_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: honours taskset / cgroup pins
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _write_annotations(
