@@ -365,6 +365,18 @@ def flatten_levels(levels: Mapping[str, Any], width: int) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
+def tf1_layout_outputs(model_output: Mapping[str, Any], num_class_slots: int) -> dict[str, Any]:
+    """A RetinaNetModel's output dict for one image -> TF1 layout (see `OutputsFn`)."""
+    return {
+        "box_encodings": flatten_levels(model_output["box_outputs"], 4),
+        "class_logits": flatten_levels(model_output["cls_outputs"], num_class_slots),
+        "detection_boxes": np.asarray(model_output["detection_boxes"])[0],
+        "detection_scores": np.asarray(model_output["detection_scores"])[0],
+        "detection_classes": np.asarray(model_output["detection_classes"])[0].astype(np.float32),
+        "num_detections": int(np.asarray(model_output["num_detections"])[0]),
+    }
+
+
 def model_outputs_fn(model: Any, spec: Any) -> OutputsFn:
     """Adapter for the converter's Model Garden RetinaNetModel: preprocess one uint8 image as TF1
     does, run the model, and return its raw outputs in TF1 layout plus its detections."""
@@ -375,15 +387,8 @@ def model_outputs_fn(model: Any, spec: Any) -> OutputsFn:
 
     def run(image: np.ndarray) -> dict[str, Any]:
         batch = tf.constant(np.asarray(image)[None] if np.ndim(image) == 3 else image)
-        out = model(preprocess(batch, spec), training=False)
-        return {
-            "box_encodings": flatten_levels(out["box_outputs"], 4),
-            "class_logits": flatten_levels(out["cls_outputs"], spec.num_class_slots),
-            "detection_boxes": np.asarray(out["detection_boxes"])[0],
-            "detection_scores": np.asarray(out["detection_scores"])[0],
-            "detection_classes": np.asarray(out["detection_classes"])[0].astype(np.float32),
-            "num_detections": int(np.asarray(out["num_detections"])[0]),
-        }
+        output = model(preprocess(batch, spec), training=False)
+        return tf1_layout_outputs(output, spec.num_class_slots)
 
     return run
 
