@@ -36,4 +36,6 @@ def test_every_stage_param_exists_in_params_yaml() -> None:
             keys = entry if isinstance(entry, str) else None
             if keys is None:
                 continue
-            assert OmegaConf.select(params, keys) is not None, f"stage {name}: param {keys} missing"
+            missing = object()
+            found = OmegaConf.select(params, keys, default=missing)
+            assert found is not missing, f"stage {name}: param {keys} missing from params.yaml"
