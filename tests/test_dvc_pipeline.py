@@ -1,0 +1,127 @@
+"""The whole default migration through DVC, as a user runs it (`dvc repro`), in a scratch clone.
+
+Slow (a real pre-trained model is converted, fine-tuned and evaluated): run alone with
+`python -m pytest -m slow`. CI runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {
+    "fetch-zoo-model",
+    "generate-shapes",
+    "convert-checkpoint",
+    "build-tfrecords@train",
+    "build-tfrecords@val",
+    "fine-tune",
+    "evaluate-coco-map@converted",
+    "evaluate-coco-map@finetuned",
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _project_files() -> list[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def _run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n"
+            f"{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def _ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A fresh clone of the working tree after one full `dvc repro`."""
+    clone = tmp_path_factory.mktemp("clone")
+    for name in _project_files():
+        target = clone / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"],
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone"],
+    ):
+        _run(args, clone)
+    # A user's first run starts without a lock file from someone else's machine.
+    (clone / "dvc.lock").unlink(missing_ok=True)
+    result = _run(["dvc", "repro"], clone, timeout=30 * 60)
+    return clone, result.stdout + result.stderr
+
+
+def test_dvc_repro_runs_every_stage_and_fine_tuning_beats_the_converted_model(
+    reproduced: tuple[Path, str],
+) -> None:
+    clone, output = reproduced
+    assert _ran_stages(output) == STAGES
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    assert set(lock["stages"]) == STAGES
+
+    report = json.loads((clone / "data/converted/conversion_report.json").read_text())
+    assert report["parity"]["passed"] is True
+
+    converted = json.loads((clone / "data/eval/converted/metrics.json").read_text())
+    finetuned = json.loads((clone / "data/eval/finetuned/metrics.json").read_text())
+    for metrics in (converted, finetuned):
+        assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"} <= set(metrics)
+    assert converted["AP"] > 0.0, "the built-in model should detect something before fine-tuning"
+    assert finetuned["AP"] > converted["AP"] + 0.02, (converted["AP"], finetuned["AP"])
+
+    plots = _run(["dvc", "plots", "show", "--json"], clone).stdout
+    assert "pr_curve.json" in plots and "loss.tsv" in plots
+
+
+def test_second_repro_does_nothing_and_says_so(reproduced: tuple[Path, str]) -> None:
+    clone, _ = reproduced
+    started = time.perf_counter()
+    result = _run(["dvc", "repro"], clone)
+    elapsed = time.perf_counter() - started
+    assert _ran_stages(result.stdout) == set()
+    assert "Data and pipelines are up to date" in result.stdout
+    print(f"no-op dvc repro: {elapsed:.2f} s")
+
+
+def test_a_training_param_change_reruns_only_fine_tune_and_its_evaluation(
+    reproduced: tuple[Path, str],
+) -> None:
+    clone, _ = reproduced
+    params_path = clone / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["train"]["steps"] = 4
+    params["train"]["optimizer"]["learning_rate"] /= 3
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = _run(["dvc", "repro"], clone, timeout=15 * 60)
+    assert _ran_stages(result.stdout) == {"fine-tune", "evaluate-coco-map@finetuned"}
+    summary = json.loads((clone / "data/finetuned/train_summary.json").read_text())
+    assert summary["steps"] == 4
