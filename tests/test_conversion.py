@@ -219,3 +219,25 @@ def test_convert_command_with_verification(
     assert parity["detections_matched"] == parity["detections_checked"] > 0
     assert parity["class_logits_max_abs_diff"] <= 1e-4 * max(1, parity["class_logits_max_abs_tf1"])
     assert "Parity with the TF1 graph" in (out / "conversion_report.md").read_text()
+
+
+def test_convert_reads_model_params(tmp_path: Path) -> None:
+    import argparse
+
+    from pipeline.commands.convert import _settings
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "model:\n  num_classes: 3\n  verify_images: some/images\n  verify_max_images: 4\n"
+    )
+    args = argparse.Namespace(
+        num_classes=None, verify_images=None, max_verify_images=None, params=params
+    )
+    assert _settings(args) == (3, Path("some/images"), 4)
+    args.num_classes, args.max_verify_images = 5, 2
+    assert _settings(args) == (5, Path("some/images"), 2)
+    params.write_text("model:\n  num_classes: null\n  verify_images: null\n")
+    args = argparse.Namespace(
+        num_classes=None, verify_images=None, max_verify_images=None, params=params
+    )
+    assert _settings(args) == (None, None, None)
