@@ -138,10 +138,31 @@ def build_model(spec):
     return model
 
 
+def _keep_alive(model, seed: int) -> None:
+    """Synthetic 'pre-trained' weights that keep activations alive (DESIGN.md's recipe): He-scaled
+    kernels, gamma ~1, moving variance ~1, varied biases. Keras' fresh init (1e-5 head kernels,
+    zero biases) leaves whole feature maps at zero, which hides gradient-flow bugs."""
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        name, shape = variable.name, variable.shape.as_list()
+        if "depthwise_kernel" in name:
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:2])), shape)
+        elif "kernel" in name:
+            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
+        elif "gamma" in name or "moving_variance" in name:
+            value = rng.uniform(0.8, 1.2, shape)
+        elif "beta" in name or "moving_mean" in name or "bias" in name:
+            value = rng.normal(0, 0.1, shape)
+        else:
+            continue
+        variable.assign(value.astype(np.float32))
+
+
 def write_converted(directory: Path, spec, seed: int = 1) -> tuple[Path, tf_keras.Model]:
-    """model_spec.json + checkpoint/ as `pipeline convert` writes them (weights: random init)."""
+    """model_spec.json + checkpoint/ as `pipeline convert` writes them (synthetic weights)."""
     tf_keras.utils.set_random_seed(seed)
     model = build_model(spec)
+    _keep_alive(model, seed)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "model_spec.json").write_text(json.dumps(spec.to_dict()))
     tf.train.Checkpoint(**model.checkpoint_items).save(str(directory / "checkpoint" / "ckpt"))

@@ -35,6 +35,7 @@ from pipeline.errors import PipelineError
 from pipeline.training import task as _task  # noqa: F401  (registers the task with the factory)
 from pipeline.training.actions import DivergenceGuard, DVCLiveAction, ProgressAction
 from pipeline.training.config import experiment_from_params
+from pipeline.training.freezing import unfreeze_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ def finetune(
     if export:
         from pipeline.inference import export_saved_model
 
+        unfreeze_batch_norm(model)  # inference never updates BN statistics anyway
         with atomic_directory(out / "saved_model") as staging:
             export_saved_model(model, task.spec, str(staging))
 

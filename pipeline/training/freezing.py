@@ -113,3 +113,11 @@ def freeze_batch_norm(model: Any) -> int:
         layer.call = call
         layer._pipeline_bn_frozen = True
     return len(layers)
+
+
+def unfreeze_batch_norm(model: Any) -> None:
+    """Undo `freeze_batch_norm` (before saving: SavedModel tracing expects the class's `call`)."""
+    for layer in batch_norm_layers(model):
+        if getattr(layer, "_pipeline_bn_frozen", False):
+            del layer.call
+            layer._pipeline_bn_frozen = False
