@@ -241,3 +241,42 @@ def test_convert_reads_model_params(tmp_path: Path) -> None:
         num_classes=None, verify_images=None, max_verify_images=None, params=params
     )
     assert _settings(args) == (None, None, None)
+
+
+def test_batch_norm_without_scale_converts_with_implied_gamma(
+    tmp_path: Path, tf1_zoo_dir: Path
+) -> None:
+    """A config whose BatchNorm has no scale (TF1 then creates no gamma) still converts fully."""
+    import dataclasses
+
+    from pipeline.conversion.mapping import apply_plan
+    from pipeline.tf1.synthetic_checkpoint import write_tf1_checkpoint
+
+    spec = ssd_spec_from_config(tf1_zoo_dir / V1)
+    extractor = dataclasses.replace(
+        spec.feature_extractor,
+        depth_multiplier=0.25,
+        batch_norm_scale=False,
+        override_base_feature_extractor_hyperparams=True,
+    )
+    spec = dataclasses.replace(spec, image_size=(128, 128), feature_extractor=extractor)
+    model = build_ssd_model(spec)
+    layout = {
+        name: np.full(variable.shape, 0.5, np.float32)
+        for record in model_records(model)
+        for name, variable, _ in record.variables()
+        if not name.endswith("BatchNorm/gamma")
+    }
+    write_tf1_checkpoint(tmp_path / "model.ckpt", layout)
+    checkpoint = TF1Checkpoint(tmp_path / "model.ckpt")
+    plan = plan_mapping(model, spec, checkpoint)
+    gammas = [name for name, _, _ in plan.implied]
+    assert gammas and all(name.endswith("BatchNorm/gamma") for name in gammas)
+    assert len(plan.assignments) + len(gammas) == sum(
+        len(m.variables) for m in model.checkpoint_items.values()
+    )
+    apply_plan(plan, checkpoint)
+    for _, variable, _ in plan.implied:
+        np.testing.assert_array_equal(variable.numpy(), 1.0)
+    for _, variable, _ in plan.assignments:
+        np.testing.assert_array_equal(variable.numpy(), 0.5)

@@ -25,7 +25,7 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
-from pipeline.modeling.tf1_layout import TF1Layout
+from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
 
@@ -97,6 +97,9 @@ class TF1MobileNetBackbone(tf_keras.Model):
         depth_multiplier: float = 1.0,
         min_depth: int = 16,
         input_specs: tf_keras.layers.InputSpec | None = None,
+        activation: str = "relu6",
+        batch_norm_scale: bool = True,
+        batch_norm_center: bool = True,
         norm_momentum: float = 0.9997,
         norm_epsilon: float = 0.001,
         use_sync_bn: bool = False,
@@ -111,6 +114,9 @@ class TF1MobileNetBackbone(tf_keras.Model):
             "depth_multiplier": depth_multiplier,
             "min_depth": min_depth,
             "input_specs": input_specs,
+            "activation": activation,
+            "batch_norm_scale": batch_norm_scale,
+            "batch_norm_center": batch_norm_center,
             "norm_momentum": norm_momentum,
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
@@ -122,7 +128,7 @@ class TF1MobileNetBackbone(tf_keras.Model):
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
         }
-        layout = TF1Layout("backbone")
+        layout = TF1Layout("backbone", bn_implied(batch_norm_scale, batch_norm_center))
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         if architecture == "ssd_mobilenet_v2":
             endpoints = self._mobilenet_v2(inputs, layout)
@@ -207,14 +213,18 @@ class TF1MobileNetBackbone(tf_keras.Model):
             return v1_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
         block = Conv2DBNBlock(
-            filters=depth(32), kernel_size=3, strides=2, activation="relu6", **self._block_kwargs
+            filters=depth(32),
+            kernel_size=3,
+            strides=2,
+            activation=cfg["activation"],
+            **self._block_kwargs,
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv2d_0", block, "_conv0", "_norm0")
         endpoints = {}
         for index, (stride, out) in enumerate(_V1_BLOCKS, start=1):
             block = nn_blocks.DepthwiseSeparableConvBlock(
-                filters=depth(out), kernel_size=3, strides=stride, activation="relu6",
+                filters=depth(out), kernel_size=3, strides=stride, activation=cfg["activation"],
                 **self._block_kwargs,
             )  # fmt: skip
             x = block(x)
@@ -247,6 +257,11 @@ class TF1SSDMobileNetConfig(hyperparams.Config):
     architecture: str = "ssd_mobilenet_v2"
     depth_multiplier: float = 1.0
     min_depth: int = 16
+    # TF1 keeps MobileNet's own relu6 / scaled BatchNorm unless the config sets
+    # override_base_feature_extractor_hyperparams (v2 keeps relu6 even then).
+    activation: str = "relu6"
+    batch_norm_scale: bool = True
+    batch_norm_center: bool = True
 
 
 @dataclasses.dataclass
@@ -275,6 +290,9 @@ def build_tf1_ssd_mobilenet(
         depth_multiplier=cfg.depth_multiplier,
         min_depth=cfg.min_depth,
         input_specs=input_specs,
+        activation=cfg.activation,
+        batch_norm_scale=cfg.batch_norm_scale,
+        batch_norm_center=cfg.batch_norm_center,
         norm_momentum=norm_activation_config.norm_momentum,
         norm_epsilon=norm_activation_config.norm_epsilon,
         use_sync_bn=norm_activation_config.use_sync_bn,

@@ -52,10 +52,12 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
     extractor = spec.feature_extractor
     # The MobileNet base keeps slim's BatchNorm epsilon unless the config overrides its
     # hyperparameters (override_base_feature_extractor_hyperparams).
-    base_epsilon = (
-        extractor.batch_norm_epsilon
-        if extractor.override_base_feature_extractor_hyperparams
-        else 0.001
+    override = extractor.override_base_feature_extractor_hyperparams
+    base_epsilon = extractor.batch_norm_epsilon if override else 0.001
+    # mobilenet_v2's conv defs set relu6 inside any outer arg_scope; mobilenet_v1 takes the
+    # overriding activation.
+    base_activation = (
+        extractor.activation if override and spec.architecture == "ssd_mobilenet_v1" else "relu6"
     )
     return SSDModelConfig(
         backbone=BackboneConfig(
@@ -64,6 +66,9 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 architecture=spec.architecture,
                 depth_multiplier=extractor.depth_multiplier,
                 min_depth=extractor.min_depth,
+                activation=base_activation,
+                batch_norm_scale=extractor.batch_norm_scale if override else True,
+                batch_norm_center=extractor.batch_norm_center if override else True,
             ),
         ),
         decoder=DecoderConfig(

@@ -62,8 +62,10 @@ class TF1Layout:
     """The records of one module. A plain object on purpose: Keras does not track it, so it adds
     nothing to the module's checkpoint."""
 
-    def __init__(self, module: str) -> None:
+    def __init__(self, module: str, bn_implied: tuple[tuple[str, float], ...] = ()) -> None:
         self.module = module
+        # Default for BatchNorm records: what the module's TF1 layers lack (no scale / center).
+        self.bn_implied = bn_implied
         self.records: list[LayerRecord] = []
 
     def add(
@@ -86,10 +88,11 @@ class TF1Layout:
         conv: str,
         norm: str,
         depthwise: bool = False,
-        implied: tuple[tuple[str, float], ...] = (),
+        implied: tuple[tuple[str, float], ...] | None = None,
     ) -> None:
         """A slim conv (or depthwise conv) with BatchNorm, held by a Model Garden block."""
         self.add(scope, "depthwise" if depthwise else "conv", block, conv)
+        implied = self.bn_implied if implied is None else implied
         self.add(scope, "batch_norm", block, norm, implied=implied)
 
 
