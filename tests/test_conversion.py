@@ -207,6 +207,8 @@ def test_convert_command_with_verification(
             str(coco_tiny / "val2017"),
             "--max-verify-images",
             "2",
+            "--metrics",
+            str(tmp_path / "metrics.json"),
             "--no-progress",
         ]
     )
@@ -219,6 +221,10 @@ def test_convert_command_with_verification(
     assert parity["detections_matched"] == parity["detections_checked"] > 0
     assert parity["class_logits_max_abs_diff"] <= 1e-4 * max(1, parity["class_logits_max_abs_tf1"])
     assert "Parity with the TF1 graph" in (out / "conversion_report.md").read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["complete"] is True and metrics["parity_passed"] is True
+    assert metrics["tf1_unmapped"] == metrics["tf2_uninitialised"] == 0
+    assert metrics["detections_matched"] == parity["detections_matched"]
 
 
 def test_convert_reads_model_params(tmp_path: Path) -> None:

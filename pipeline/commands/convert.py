@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="read num_classes / verify_images / verify_max_images from this params.yaml's "
         "`model` section (command-line options win)",
     )
+    parser.add_argument(
+        "--metrics",
+        type=Path,
+        default=None,
+        help="also write the report's headline numbers (coverage, parity) as a flat JSON file, "
+        "for DVC metrics",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -73,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         max_verify_images=max_images,
         progress=not args.no_progress,
     )
+    if args.metrics is not None:
+        from pipeline.atomic import write_json
+        from pipeline.conversion.report import flat_metrics
+
+        write_json(args.metrics, flat_metrics(report))
     tf1, tf2 = report["tf1"], report["tf2"]
     print(
         f"wrote {args.out}: {report['source']['architecture']}, "

@@ -68,6 +68,35 @@ def build_report(
     }
 
 
+def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's headline numbers as flat keys (a DVC metrics file, `dvc metrics diff`)."""
+    metrics: dict[str, Any] = {
+        "complete": report["complete"],
+        "tf1_variables": report["tf1"]["total"],
+        "tf1_mapped": report["tf1"]["mapped"],
+        "tf1_unmapped": len(report["tf1"]["unmapped"]),
+        "tf2_variables": report["tf2"]["total"],
+        "tf2_initialised_from_tf1": report["tf2"]["initialised_from_tf1"],
+        "tf2_uninitialised": len(report["tf2"]["uninitialised"]),
+        "fresh_layers": len(report["fresh_layers"]),
+    }
+    parity = report.get("parity")
+    if parity:
+        metrics.update(
+            {
+                "parity_passed": parity["passed"],
+                "parity_images": parity["num_images"],
+                "box_encodings_max_abs_diff": parity["box_encodings_max_abs_diff"],
+                "class_logits_max_abs_diff": parity["class_logits_max_abs_diff"],
+                "detections_matched": parity["detections_matched"],
+                "detections_checked": parity["detections_checked"],
+                "detections_min_iou": parity["detections_min_iou"],
+                "detections_max_score_diff": parity["detections_max_score_diff"],
+            }
+        )
+    return metrics
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     source, target, tf1, tf2 = report["source"], report["target"], report["tf1"], report["tf2"]
     status = "complete" if report["complete"] else "INCOMPLETE"
