@@ -242,6 +242,7 @@ def train_params(**overrides):
         "num_classes": None,
         "augmentation": {"random_horizontal_flip": True},
         "shuffle_buffer_size": 64,
+        "cache_decoded_max_mb": 64,
         "skip_crowd": False,
         "log_every_steps": 1,
         "checkpoint_every_steps": 3,

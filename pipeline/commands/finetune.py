@@ -39,11 +39,11 @@ def run(args: argparse.Namespace) -> int:
         export=not args.no_export,
     )
     summary = result.summary
-    final = summary.get("final", {})
+    final = summary.get("final", {}).get("train", {})
     print(
         f"fine-tuned {summary['steps']} steps ({summary['freeze']['name']} frozen, "
         f"{summary['freeze']['trained_variables']} variables trained) at "
         f"{summary['images_per_second'] or 0:.1f} images/s -> {result.out_dir}"
     )
-    print(json.dumps({k: v for k, v in final.items() if "loss" in k}, default=str))
+    print(json.dumps({k: round(v, 5) for k, v in final.items() if k != "num_matches"}))
     return 0

@@ -33,6 +33,7 @@ class SSDDataConfig(cfg.DataConfig):
     random_horizontal_flip: bool = True
     skip_crowd: bool = False
     drop_remainder: bool = True
+    cache_decoded_max_mb: int = 0
 
 
 @dataclasses.dataclass
@@ -241,6 +242,7 @@ def experiment_from_params(
         "shuffle_buffer_size": int(_get(train, "shuffle_buffer_size", 256)),
         "seed": seed,
         "skip_crowd": bool(_get(train, "skip_crowd", False)),
+        "cache_decoded_max_mb": int(_get(train, "cache_decoded_max_mb", 0)),
     }
     runtime = _get(train, "runtime", {})
     overrides = {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
@@ -39,6 +40,8 @@ class InputSettings:
     skip_crowd: bool = False  # TF1 trains on crowd boxes too
     skip_examples: int = 0  # examples already consumed (resume)
     drop_remainder: bool = True
+    # Keep decoded images in memory when the TFRecords total at most this many bytes (0: never).
+    cache_decoded_max_bytes: int = 0
 
 
 def list_files(pattern: str) -> list[str]:
@@ -87,6 +90,24 @@ def build_dataset(
     records = records.interleave(
         tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=1, deterministic=True
     )
+
+    def decode(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        decoded = decoder.decode(serialized)
+        boxes = tf.cast(decoded["groundtruth_boxes"], tf.float32)
+        classes = tf.cast(decoded["groundtruth_classes"], tf.int32)
+        if settings.skip_crowd:
+            keep = tf.logical_not(tf.cast(decoded["groundtruth_is_crowd"], tf.bool))
+            boxes = tf.boolean_mask(boxes, keep)
+            classes = tf.boolean_mask(classes, keep)
+        return decoded["image"], boxes, classes
+
+    cache = settings.cache_decoded_max_bytes > 0 and (
+        sum(tf.io.gfile.stat(f).length for f in files) <= settings.cache_decoded_max_bytes
+    )
+    if cache:
+        # JPEG decoding dominates the input cost on small CPUs; small datasets keep the decoded
+        # images in memory after the first epoch (augmentation still runs every time).
+        records = records.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if settings.is_training:
         records = records.shuffle(
             settings.shuffle_buffer_size, seed=settings.seed, reshuffle_each_iteration=True
@@ -95,15 +116,8 @@ def build_dataset(
     if settings.skip_examples:
         records = records.skip(settings.skip_examples)
 
-    def parse(index: tf.Tensor, serialized: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-        decoded = decoder.decode(serialized)
-        image = decoded["image"]
-        boxes = tf.cast(decoded["groundtruth_boxes"], tf.float32)
-        classes = tf.cast(decoded["groundtruth_classes"], tf.int32)
-        if settings.skip_crowd:
-            keep = tf.logical_not(tf.cast(decoded["groundtruth_is_crowd"], tf.bool))
-            boxes = tf.boolean_mask(boxes, keep)
-            classes = tf.boolean_mask(classes, keep)
+    def parse(index: tf.Tensor, element: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        image, boxes, classes = element if cache else decode(element)
         tf.debugging.assert_less_equal(
             classes,
             num_classes,

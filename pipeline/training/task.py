@@ -172,6 +172,7 @@ class SSDFinetuneTask(base_task.Task):
             skip_crowd=params.skip_crowd,
             skip_examples=self._consumed_examples(params, pipelines),
             drop_remainder=params.drop_remainder,
+            cache_decoded_max_bytes=params.cache_decoded_max_mb * 2**20,
         )
         spec = self.spec
         assigner = TF1TargetAssigner(self.anchors, matcher_settings(spec), self.box_coder_scales)
