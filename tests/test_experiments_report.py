@@ -17,7 +17,7 @@ def _row(name, rev, lr, ap, freeze="backbone"):
         "rev": rev,
         LEARNING_RATE_KEY: lr,
         "train.freeze.name": freeze,
-        "train.optimizer.name": "sgd_momentum",
+        "train.optimizer.type": "sgd",
         CONVERTED_AP_KEY: 0.20,
         FINETUNED_AP_KEY: ap,
     }

@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 
 LEARNING_RATE_KEY = "train.optimizer.learning_rate"
 FREEZE_KEY = "train.freeze.name"
-OPTIMIZER_KEY = "train.optimizer.name"
+OPTIMIZER_KEY = "train.optimizer.type"
 CONVERTED_AP_KEY = "data/eval/converted/metrics.json:AP"
 FINETUNED_AP_KEY = "data/eval/finetuned/metrics.json:AP"
 
