@@ -32,6 +32,14 @@ SCORE_TOLERANCE = 1e-4
 # One image in, TF1-layout outputs out: box_encodings [N, 4], class_logits [N, C+1] and the four
 # detection outputs (batch dimension dropped, classes 1..C).
 OutputsFn = Callable[[np.ndarray], Mapping[str, Any]]
+_REQUIRED_OUTPUTS = (
+    "box_encodings",
+    "class_logits",
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "num_detections",
+)
 
 
 @dataclasses.dataclass
@@ -447,6 +455,12 @@ def verify_conversion(
         for name, image in iterator:
             tf1_out = runner.run(image, with_heads=True)
             tf2_out = run_tf2(image)
+            missing = [key for key in _REQUIRED_OUTPUTS if key not in tf2_out]
+            if missing:
+                raise ValueError(
+                    f"TF2 outputs lack {missing}: parity needs the raw head outputs; pass the "
+                    f"converted model or directory, not an exported detector"
+                )
             sizes = _level_sizes(tf1_out.get("heads"))
             result = compare_image(name, tf1_out, tf2_out, sizes)
             results.append(result)
