@@ -209,15 +209,20 @@ def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(workspace):
     assert not (out / "train_summary.json").exists()
 
 
-def test_other_class_count_reinitialises_class_predictors(workspace):
+def test_other_class_count_with_ema_and_validation(workspace):
     out = workspace["root"] / "five_classes"
     result = finetune(
-        _short(num_classes=5),
+        _short(num_classes=5, ema_decay=0.9, validation_every_steps=1),
         workspace["converted"],
         workspace["records"],
         out,
+        workspace["records"],
         export=False,
     )
+    assert result.summary["ema"] and result.summary["steps"] == 2
+    eval_losses = _read_tsv(out / "dvclive" / "plots" / "metrics" / "eval" / "total_loss.tsv")
+    assert sorted(eval_losses) == [1, 2] and all(math.isfinite(v) for v in eval_losses.values())
+    assert math.isfinite(result.summary["eval"]["total_loss"])
     restore = result.summary["restore"]
     assert restore["reinitialized"]
     assert all(p.startswith("head/_classifier") for p in restore["reinitialized"])

@@ -151,7 +151,7 @@ def finetune(
         restore = _restore_record(model_dir, task.restore_report)
         progress.begin()
         try:
-            model, eval_logs = runner.run()
+            model, _ = runner.run()
         finally:
             progress.close()
             live.end()
@@ -202,8 +202,9 @@ def finetune(
             "trained_parameters": int(sum(np.prod(s) for s in shapes.values())),
         },
         "restore": restore,
-        "final": {k: v for k, v in final.items() if isinstance(v, dict | float | int)},
-        "eval": {k: float(v) for k, v in (eval_logs or {}).items() if np.ndim(v) == 0},
+        "final": {"train": final.get("train", {})},
+        # Last validation (train_and_eval evaluates every validation_every_steps and at the end).
+        "eval": final.get("eval", {}),
         "saved_model": "saved_model" if export else None,
     }
     write_json(out / "train_summary.json", summary)
