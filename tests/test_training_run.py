@@ -119,7 +119,7 @@ def test_logged_learning_rate_equals_schedule(baseline):
     assert sorted(logged) == list(range(1, STEPS + 1))
     for step, value in logged.items():
         assert value == pytest.approx(_expected_lr(step), rel=1e-5, abs=1e-8), step
-    losses = _read_tsv(out / "dvclive" / "plots" / "metrics" / "train" / "training_loss.tsv")
+    losses = _read_tsv(out / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv")
     assert len(losses) == STEPS and all(math.isfinite(v) for v in losses.values())
 
 
@@ -175,7 +175,7 @@ def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
     metrics = Path("dvclive/plots/metrics/train")
-    for name in ("learning_rate", "training_loss"):
+    for name in ("learning_rate", "loss"):
         base = _read_tsv(baseline[0] / metrics / f"{name}.tsv")
         resumed = _read_tsv(out / metrics / f"{name}.tsv")
         for step in range(saved_step + 1, STEPS + 1):
@@ -335,7 +335,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     ]:
         params = train_params(steps=3, **{"augmentation.random_horizontal_flip": False})
         r = finetune(params, converted, records, f"{out}/{name}", strategy=strategy, export=False)
-        rows = open(f"{out}/{name}/dvclive/plots/metrics/train/training_loss.tsv").read().split()
+        rows = open(f"{out}/{name}/dvclive/plots/metrics/train/loss.tsv").read().split()
         results[name] = {"replicas": r.summary["num_replicas"], "tsv": rows}
     print("RESULT" + json.dumps(results))
     """
@@ -364,7 +364,7 @@ def test_mirrored_two_cpus_gives_single_device_loss(workspace, tmp_path):
     results = json.loads(run.stdout.split("RESULT", 1)[1])
     assert results["one"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
 
-    def losses(rows):  # "step training_loss" header, then pairs
+    def losses(rows):  # "step loss" header, then pairs
         return [float(v) for v in rows[3::2]]
 
     one, mirrored = losses(results["one"]["tsv"]), losses(results["mirrored"]["tsv"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +29,12 @@ def _scalars(output: Mapping[str, Any]) -> dict[str, float]:
 
 
 class DVCLiveAction:
-    """Logs every scalar of the loop output (loss, learning rate, ...) at the global step."""
+    """Logs every scalar of the loop output (loss, learning rate, ...) at the global step.
+
+    Model Garden's `training_loss` / `validation_loss` (the mean total loss) is logged as `loss`.
+    """
+
+    RENAME: ClassVar[dict[str, str]] = {"training_loss": "loss", "validation_loss": "loss"}
 
     def __init__(self, live: Any, global_step: tf.Variable, prefix: str):
         self._live = live
@@ -39,7 +44,7 @@ class DVCLiveAction:
     def __call__(self, output: Mapping[str, Any]) -> None:
         self._live.step = int(self._global_step.numpy())
         for name, value in _scalars(output).items():
-            self._live.log_metric(f"{self._prefix}/{name}", value)
+            self._live.log_metric(f"{self._prefix}/{self.RENAME.get(name, name)}", value)
         self._live.make_summary()
 
 
