@@ -60,7 +60,10 @@ def _quiet_orbit() -> Iterator[None]:
 
 
 def make_strategy(runtime: Any) -> tf.distribute.Strategy:
+    """The strategy named by train.runtime (Model Garden's distribute_utils)."""
     try:
+        if runtime.worker_hosts:  # multi-worker without TF_CONFIG: build it from the config
+            distribute_utils.configure_cluster(runtime.worker_hosts, runtime.task_index)
         return distribute_utils.get_distribution_strategy(
             distribution_strategy=runtime.distribution_strategy,
             num_gpus=runtime.num_gpus,
