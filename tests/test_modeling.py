@@ -13,7 +13,7 @@ import tensorflow as tf
 from pipeline.modeling import anchors as anchor_lib
 from pipeline.modeling.builder import build_ssd_model, model_config
 from pipeline.modeling.postprocess import decode_tf1_boxes, tf1_multiclass_nms
-from pipeline.modeling.preprocess import preprocess
+from pipeline.modeling.preprocessing import preprocess
 from pipeline.modeling.spec import AnchorSpec, SSDSpec
 from pipeline.modeling.tf1_layout import model_records
 from pipeline.tf1.pipeline_config import ssd_spec_from_config

@@ -1,7 +1,7 @@
 """Shared helpers for the training tests (no tests here).
 
 - `small_spec()`: a small SSD MobileNet v2 spec (depth 0.35, 96x96, 3 classes) so runs stay fast.
-- `install_model_standin()`: until `pipeline.modeling.builder` / `pipeline.modeling.preprocess`
+- `install_model_standin()`: until `pipeline.modeling.builder` / `pipeline.modeling.preprocessing`
   exist, a tiny Model Garden RetinaNetModel with the same interface (TF1-ordered anchors, per-level
   cls/box outputs) stands in, inside the tests only.
 - `write_converted(dir, spec)`: a converted-model directory (model_spec.json + checkpoint/).
@@ -111,7 +111,7 @@ def _standin_preprocess(images, spec):
 def real_builder_available() -> bool:
     try:
         importlib.import_module("pipeline.modeling.builder")
-        importlib.import_module("pipeline.modeling.preprocess")
+        importlib.import_module("pipeline.modeling.preprocessing")
     except ImportError:
         return False
     return True
@@ -123,10 +123,10 @@ def install_model_standin() -> bool:
         return False
     builder = types.ModuleType("pipeline.modeling.builder")
     builder.build_ssd_model = _standin_build
-    preprocess = types.ModuleType("pipeline.modeling.preprocess")
+    preprocess = types.ModuleType("pipeline.modeling.preprocessing")
     preprocess.preprocess = _standin_preprocess
     sys.modules["pipeline.modeling.builder"] = builder
-    sys.modules["pipeline.modeling.preprocess"] = preprocess
+    sys.modules["pipeline.modeling.preprocessing"] = preprocess
     return True
 
 

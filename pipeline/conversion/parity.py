@@ -390,8 +390,7 @@ def model_outputs_fn(model: Any, spec: Any) -> OutputsFn:
     does, run the model, and return its raw outputs in TF1 layout plus its detections."""
     import tensorflow as tf
 
-    # The package attribute `preprocess` is shadowed by the submodule once it is imported.
-    from pipeline.modeling.preprocess import preprocess
+    from pipeline.modeling.preprocessing import preprocess
 
     def run(image: np.ndarray) -> dict[str, Any]:
         batch = tf.constant(np.asarray(image)[None] if np.ndim(image) == 3 else image)

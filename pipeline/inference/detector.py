@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from pipeline.errors import PipelineError
 from pipeline.modeling.builder import SPEC_FILE, load_converted
-from pipeline.modeling.preprocess import preprocess
+from pipeline.modeling.preprocessing import preprocess
 from pipeline.modeling.spec import SSDSpec
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")

@@ -14,7 +14,7 @@ from typing import Any
 
 _LAZY = {
     "build_ssd_model": "pipeline.modeling.builder",
-    "preprocess": "pipeline.modeling.preprocess",
+    "preprocess": "pipeline.modeling.preprocessing",
     "load_converted": "pipeline.modeling.builder",
     "SSDSpec": "pipeline.modeling.spec",
 }

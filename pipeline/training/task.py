@@ -160,7 +160,7 @@ class SSDFinetuneTask(base_task.Task):
             batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
         else:
             batch_size = params.global_batch_size
-        from pipeline.modeling.preprocess import preprocess
+        from pipeline.modeling.preprocessing import preprocess
 
         settings = inputs_lib.InputSettings(
             file_pattern=params.input_path,

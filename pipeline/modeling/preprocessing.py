@@ -9,9 +9,6 @@ for these models for the same reason.
 
 from __future__ import annotations
 
-import sys
-import types
-
 import tensorflow as tf
 
 from pipeline.modeling.spec import SSDSpec
@@ -42,15 +39,3 @@ def preprocess(images_uint8: tf.Tensor, spec: SSDSpec) -> tf.Tensor:
     resized = resize_tf1(images_uint8, spec.image_size, spec.resize_method)
     # The MobileNet feature extractors' preprocess: (2.0 / 255.0) * x - 1.0.
     return (2.0 / 255.0) * resized - 1.0
-
-
-class _CallableModule(types.ModuleType):
-    """`pipeline.modeling.preprocess` is both this module and the shared-interface function:
-    importing the submodule rebinds the package attribute to the module, so the module forwards
-    calls to `preprocess` and `pipeline.modeling.preprocess(images, spec)` works either way."""
-
-    def __call__(self, images_uint8: tf.Tensor, spec: SSDSpec) -> tf.Tensor:
-        return preprocess(images_uint8, spec)
-
-
-sys.modules[__name__].__class__ = _CallableModule
