@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training_support import install_model_standin, small_spec, train_params
+from test_training_support import small_spec, train_params
 
 from pipeline.errors import PipelineError
 from pipeline.training import losses as losses_lib
@@ -261,7 +261,6 @@ def test_input_stream_is_deterministic_and_resumable(tmp_path, coco_tiny):
 
 @pytest.fixture(scope="module")
 def model_pair():
-    install_model_standin()
     from test_training_support import build_model
 
     return build_model(small_spec()), small_spec()
@@ -307,13 +306,12 @@ def test_freeze_pattern_and_bad_module(model_pair):
 
 
 def test_restore_reinitialises_only_resized_class_predictors(tmp_path):
-    install_model_standin()
     from test_training_support import build_model, write_converted
 
     from pipeline.training.restore import restore_model
     from pipeline.training.variables import checkpoint_items, variable_paths
 
-    _, source = write_converted(tmp_path / "conv", small_spec(num_classes=3))
+    _, source = write_converted(tmp_path / "conv", num_classes=3)
     target = build_model(small_spec(num_classes=5))
     fresh = {p: v.numpy().copy() for p, v in variable_paths(checkpoint_items(target)).values()}
     report = restore_model(target, str(tmp_path / "conv" / "checkpoint"))

@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_training_support import (
-    install_model_standin,
     small_spec,
     train_params,
     write_converted,
@@ -32,13 +31,15 @@ from pipeline.training.actions import DVCLiveAction, TrainingDivergedError
 from pipeline.training.finetune import finetune
 from pipeline.training.variables import checkpoint_shapes
 
-STEPS, WARMUP, LR = 12, 3, 0.05
+# The converted zoo weights (graph builder + converter) diverge under SGD at 0.05 within 12 steps.
+STEPS, WARMUP, LR = 12, 3, 0.01
 
 
 def _params(**overrides):
     base = {
         "steps": STEPS,
         "checkpoint_every_steps": 4,
+        "optimizer.learning_rate": LR,
         "schedule": {"type": "cosine", "warmup_steps": WARMUP, "alpha": 0.0},
     }
     base.update(overrides)
@@ -57,15 +58,13 @@ def _expected_lr(step: int) -> float:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, coco_tiny):
-    uses_standin = install_model_standin()
     root = tmp_path_factory.mktemp("finetune")
-    write_converted(root / "converted", small_spec())
+    write_converted(root / "converted")
     records = write_tfrecords(root / "train.tfrecord", coco_tiny, limit=16)
     return {
         "root": root,
         "converted": root / "converted",
         "records": str(records),
-        "standin": uses_standin,
     }
 
 
@@ -271,17 +270,7 @@ def test_cli_runs_from_params_yaml(workspace, tmp_path):
     )
 
 
-def _has_inference() -> bool:
-    try:
-        from pipeline.inference import export_saved_model, load_detector  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_exported_saved_model_matches_trained_model(workspace, coco_tiny, tmp_path):
-    if workspace["standin"] or not _has_inference():
-        pytest.skip("pipeline.inference (export_saved_model/load_detector) not available yet")
     from pipeline.inference import load_detector
 
     out = tmp_path / "exported"
@@ -324,8 +313,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     sys.path.insert(0, sys.argv[4])
-    from test_training_support import install_model_standin, train_params
-    install_model_standin()
+    from test_training_support import train_params
     from pipeline.training.finetune import finetune
     converted, records, out = sys.argv[1:4]
     results = {}

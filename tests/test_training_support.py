@@ -1,133 +1,46 @@
 """Shared helpers for the training tests (no tests here).
 
-- `small_spec()`: a small SSD MobileNet v2 spec (depth 0.35, 96x96, 3 classes) so runs stay fast.
-- `install_model_standin()`: until `pipeline.modeling.builder` / `pipeline.modeling.preprocessing`
-  exist, a tiny Model Garden RetinaNetModel with the same interface (TF1-ordered anchors, per-level
-  cls/box outputs) stands in, inside the tests only.
-- `write_converted(dir, spec)`: a converted-model directory (model_spec.json + checkpoint/).
+- `small_graph_config()` / `small_spec()`: a small SSD MobileNet v2 (depth 0.35, 96x96, 3 classes)
+  so runs stay fast: the TF1 graph builder's config and the spec converted from its pipeline.config.
+- `write_converted(dir)`: that model as a TF1 zoo directory (graph builder) run through the real
+  conversion (`pipeline.conversion.convert`): model_spec.json + checkpoint/ + report.
 - `write_tfrecords(path, coco_dir, ...)`: TFRecords with Model Garden's tf_example_decoder keys from
   the real COCO subset, classes folded onto 1..3.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
-import tf_keras
+
+
+def small_graph_config(num_classes: int = 3, image_size: int = 96):
+    """The TF1 zoo model the training tests fine-tune: ssd_mobilenet_v2 at depth 0.35."""
+    from pipeline.tf1.graph_builder import SSDGraphConfig
+
+    return SSDGraphConfig(
+        num_classes=num_classes,
+        image_size=(image_size, image_size),
+        depth_multiplier=0.35,
+        min_depth=8,
+    )
 
 
 def small_spec(num_classes: int = 3, image_size: int = 96):
-    from pipeline.modeling.spec import (
-        FeatureExtractorSpec,
-        HardExampleMinerSpec,
-        SSDSpec,
-        TrainingSpec,
-    )
+    """The spec `pipeline convert` reads from the small zoo model's pipeline.config."""
+    from google.protobuf import text_format
 
-    return SSDSpec(
-        architecture="ssd_mobilenet_v2",
-        num_classes=num_classes,
-        image_size=(image_size, image_size),
-        feature_extractor=FeatureExtractorSpec(
-            depth_multiplier=0.35, min_depth=8, use_depthwise=True, l2_weight=4e-5
-        ),
-        training=TrainingSpec(
-            hard_example_miner=HardExampleMinerSpec(
-                num_hard_examples=3000,
-                iou_threshold=0.99,
-                loss_type="CLASSIFICATION",
-                max_negatives_per_positive=3,
-                min_negatives_per_image=3,
-            )
-        ),
-    )
+    from pipeline.tf1.graph_builder import pipeline_config_text
+    from pipeline.tf1.pipeline_config import ssd_spec_from_config
+    from pipeline.tf1.protos.pipeline_subset import message_class
 
-
-def _standin_build(spec):
-    from official.vision.modeling import retinanet_model
-    from official.vision.modeling.heads import dense_prediction_heads
-    from official.vision.modeling.layers import detection_generator
-
-    from pipeline.modeling import anchors
-
-    levels = anchors.levels(spec)
-    per_location = anchors.anchors_per_location(spec)
-    height, width = spec.image_size
-
-    def conv_bn(x, filters, name):
-        x = tf_keras.layers.Conv2D(filters, 3, 2, "same", use_bias=False, name=f"{name}_conv")(x)
-        x = tf_keras.layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
-        return tf_keras.layers.ReLU(6.0)(x)
-
-    image = tf_keras.Input([height, width, 3])
-    x = image
-    for i in range(4):
-        x = conv_bn(x, 8, f"stem{i}")
-    features = {str(levels[0]): x}
-    for level in levels[1:]:
-        x = conv_bn(x, 8, f"level{level}")
-        features[str(level)] = x
-    backbone = tf_keras.Model(image, features, name="standin_backbone")
-    head = dense_prediction_heads.RetinaNetHead(
-        min_level=levels[0],
-        max_level=levels[-1],
-        num_classes=spec.num_class_slots,
-        num_anchors_per_location={str(lv): a for lv, a in zip(levels, per_location, strict=True)},
-        num_convs=0,
-        num_filters=8,
-        share_level_convs=False,
-    )
-    generator = detection_generator.MultilevelDetectionGenerator(
-        apply_nms=True, pre_nms_top_k=100, max_num_detections=10, box_coder_weights=[10, 10, 5, 5]
-    )
-    boxes = {
-        k: tf.constant(v * np.array([height, width] * 2 * (v.shape[-1] // 4)), tf.float32)
-        for k, v in anchors.multilevel_anchor_boxes(spec).items()
-    }
-    return retinanet_model.RetinaNetModel(
-        backbone,
-        None,
-        head,
-        generator,
-        anchor_boxes=boxes,
-        min_level=levels[0],
-        max_level=levels[-1],
-    )
-
-
-def _standin_preprocess(images, spec):
-    resized = tf.compat.v1.image.resize_bilinear(
-        tf.cast(images, tf.float32), spec.image_size, align_corners=False, half_pixel_centers=False
-    )
-    return resized * (2.0 / 255.0) - 1.0
-
-
-def real_builder_available() -> bool:
-    try:
-        importlib.import_module("pipeline.modeling.builder")
-        importlib.import_module("pipeline.modeling.preprocessing")
-    except ImportError:
-        return False
-    return True
-
-
-def install_model_standin() -> bool:
-    """Install the stand-in modules when the real ones are missing; True if the stand-in is used."""
-    if real_builder_available():
-        return False
-    builder = types.ModuleType("pipeline.modeling.builder")
-    builder.build_ssd_model = _standin_build
-    preprocess = types.ModuleType("pipeline.modeling.preprocessing")
-    preprocess.preprocess = _standin_preprocess
-    sys.modules["pipeline.modeling.builder"] = builder
-    sys.modules["pipeline.modeling.preprocessing"] = preprocess
-    return True
+    config = message_class("TrainEvalPipelineConfig")()
+    text = pipeline_config_text(small_graph_config(num_classes, image_size))
+    # As `read_pipeline_config` parses it: the project's proto subset skips unused fields.
+    text_format.Parse(text, config, allow_unknown_field=True)
+    return ssd_spec_from_config(config)
 
 
 def build_model(spec):
@@ -138,34 +51,17 @@ def build_model(spec):
     return model
 
 
-def _keep_alive(model, seed: int) -> None:
-    """Synthetic 'pre-trained' weights that keep activations alive (DESIGN.md's recipe): He-scaled
-    kernels, gamma ~1, moving variance ~1, varied biases. Keras' fresh init (1e-5 head kernels,
-    zero biases) leaves whole feature maps at zero, which hides gradient-flow bugs."""
-    rng = np.random.default_rng(seed)
-    for variable in model.variables:
-        name, shape = variable.name, variable.shape.as_list()
-        if "depthwise_kernel" in name:
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:2])), shape)
-        elif "kernel" in name:
-            value = rng.normal(0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
-        elif "gamma" in name or "moving_variance" in name:
-            value = rng.uniform(0.8, 1.2, shape)
-        elif "beta" in name or "moving_mean" in name or "bias" in name:
-            value = rng.normal(0, 0.1, shape)
-        else:
-            continue
-        variable.assign(value.astype(np.float32))
+def write_converted(directory: Path, num_classes: int = 3, seed: int = 0):
+    """A genuine TF1 zoo directory of the small model (synthetic weights from the graph builder)
+    converted by `pipeline.conversion.convert` into `directory`; returns (directory, model)."""
+    from pipeline.conversion.convert import convert
+    from pipeline.modeling import load_converted
+    from pipeline.tf1.graph_builder import write_zoo_dir
 
-
-def write_converted(directory: Path, spec, seed: int = 1) -> tuple[Path, tf_keras.Model]:
-    """model_spec.json + checkpoint/ as `pipeline convert` writes them (synthetic weights)."""
-    tf_keras.utils.set_random_seed(seed)
-    model = build_model(spec)
-    _keep_alive(model, seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "model_spec.json").write_text(json.dumps(spec.to_dict()))
-    tf.train.Checkpoint(**model.checkpoint_items).save(str(directory / "checkpoint" / "ckpt"))
+    tf1_dir = directory.with_name(f"{directory.name}_tf1")
+    write_zoo_dir(tf1_dir, small_graph_config(num_classes), seed=seed, frozen=False)
+    convert(tf1_dir, directory, progress=False)
+    model, _ = load_converted(directory)
     return directory, model
 
 
