@@ -1,4 +1,4 @@
-"""params.yaml (what `dvc repro` reads) must be the composition of conf/ (what `dvc exp run` writes)."""
+"""params.yaml (read by `dvc repro`) must equal conf/ composed (as `dvc exp run` does)."""
 
 from __future__ import annotations
 
