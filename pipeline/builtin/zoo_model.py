@@ -42,8 +42,6 @@ from pipeline.errors import PipelineError
 log = logging.getLogger(__name__)
 
 NAME = "ssd_mobilenet_v2_tiny_builtin"
-CATEGORY_NAMES = ("circle", "square", "triangle")  # pipeline.builtin.shapes ids 1..3
-CHECKPOINT_PREFIX = "model.ckpt"
 # Fixed metadata of every tarball member, so the same files give the same bytes.
 _TAR_MTIME = 1_546_300_800  # 2019-01-01T00:00:00Z
 _TAR_MODE_FILE = 0o644
@@ -267,8 +265,7 @@ eval_input_reader {{
 
 def _number(value: float) -> str:
     """A float as the shortest text that reads back to it (protobuf text accepts `1e-08`)."""
-    text = repr(float(value))
-    return text
+    return repr(float(value))
 
 
 def _indent(text: str, spaces: int) -> str:
@@ -303,13 +300,6 @@ def pipeline_config_text(settings: BuiltinZooSettings = BuiltinZooSettings()) ->
         gradient_clip_norm=_number(pretrain.gradient_clip_norm),
         train_images=pretrain.train_images,
         val_images=pretrain.val_images,
-    )
-
-
-def label_map_pbtxt() -> str:
-    """The OD API label map of the three classes (shipped beside the model for TF1 users)."""
-    return "".join(
-        f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(CATEGORY_NAMES, 1)
     )
 
 
