@@ -114,6 +114,12 @@ def test_pipeline_config_parses_to_the_intended_spec(zoo_dir: Path) -> None:
     assert anchors_per_location(spec) == [4] * 6
 
 
+def test_recipe_writes_the_shipped_pipeline_config_byte_for_byte(zoo_dir: Path) -> None:
+    """The recipe's generator (the TF1 graph builder's, with the pre-training recorded) still
+    writes exactly the file inside the committed tarball."""
+    assert zm.pipeline_config_text() == (zoo_dir / "pipeline.config").read_text(encoding="utf-8")
+
+
 def test_checkpoint_is_name_based_with_tf1_od_api_names(zoo_dir: Path) -> None:
     import tensorflow as tf
 

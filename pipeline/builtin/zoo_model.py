@@ -96,130 +96,15 @@ class BuiltinZooSettings:
 
 # ---- 1. pipeline.config --------------------------------------------------------------------
 
-_CONV_HYPERPARAMS = """\
-regularizer {{
-  l2_regularizer {{
-    weight: {l2_weight}
-  }}
-}}
-initializer {{
-  truncated_normal_initializer {{
-    mean: 0.0
-    stddev: 0.03
-  }}
-}}
-activation: RELU_6
-batch_norm {{
-  decay: {batch_norm_decay}
-  center: true
-  scale: true
-  epsilon: 0.001
-  train: true
-}}"""
-
-PIPELINE_CONFIG_TEMPLATE = """\
+_HEADER = """\
 # TF1 Object Detection API pipeline.config of the built-in zoo model `{name}`: SSD MobileNet v2,
 # depth multiplier {depth_multiplier}, {image_size}x{image_size} input, 3 classes (1 circle,
 # 2 square, 3 triangle: the classes of the project's built-in shapes dataset). Pre-trained from
 # scratch on the `plain` shapes domain ({train_images} images, {num_steps} steps of batch
 # {batch_size}) by `python -m pipeline make-builtin-zoo`; see docs/builtin_model.md.
-model {{
-  ssd {{
-    num_classes: 3
-    image_resizer {{
-      fixed_shape_resizer {{
-        height: {image_size}
-        width: {image_size}
-      }}
-    }}
-    feature_extractor {{
-      type: "ssd_mobilenet_v2"
-      depth_multiplier: {depth_multiplier}
-      min_depth: {min_depth}
-      conv_hyperparams {{
-{feature_hyperparams}
-      }}
-      use_depthwise: true
-      override_base_feature_extractor_hyperparams: true
-    }}
-    box_coder {{
-      faster_rcnn_box_coder {{
-        y_scale: 10.0
-        x_scale: 10.0
-        height_scale: 5.0
-        width_scale: 5.0
-      }}
-    }}
-    matcher {{
-      argmax_matcher {{
-        matched_threshold: 0.5
-        unmatched_threshold: 0.5
-        ignore_thresholds: false
-        negatives_lower_than_unmatched: true
-        force_match_for_each_row: true
-      }}
-    }}
-    similarity_calculator {{
-      iou_similarity {{
-      }}
-    }}
-    box_predictor {{
-      convolutional_box_predictor {{
-        conv_hyperparams {{
-{predictor_hyperparams}
-        }}
-        min_depth: 0
-        max_depth: 0
-        num_layers_before_predictor: 0
-        use_dropout: false
-        dropout_keep_probability: 0.8
-        kernel_size: 3
-        box_code_size: 4
-        apply_sigmoid_to_scores: false
-        class_prediction_bias_init: {class_prediction_bias_init}
-      }}
-    }}
-    anchor_generator {{
-      ssd_anchor_generator {{
-        num_layers: 6
-        min_scale: {min_scale}
-        max_scale: {max_scale}
-{aspect_ratios}
-        reduce_boxes_in_lowest_layer: {reduce_boxes_in_lowest_layer}
-      }}
-    }}
-    post_processing {{
-      batch_non_max_suppression {{
-        score_threshold: {score_threshold}
-        iou_threshold: 0.6
-        max_detections_per_class: 100
-        max_total_detections: 100
-      }}
-      score_converter: SIGMOID
-    }}
-    normalize_loss_by_num_matches: true
-    loss {{
-      localization_loss {{
-        weighted_smooth_l1 {{
-        }}
-      }}
-      classification_loss {{
-        weighted_sigmoid {{
-        }}
-      }}
-      hard_example_miner {{
-        num_hard_examples: 3000
-        iou_threshold: 0.99
-        loss_type: CLASSIFICATION
-        max_negatives_per_positive: 3
-        min_negatives_per_image: 3
-      }}
-      classification_weight: 1.0
-      localization_weight: 1.0
-    }}
-  }}
-}}
-train_config {{
+"""
+
+_TRAIN_CONFIG = """\
   batch_size: {batch_size}
   data_augmentation_options {{
     random_horizontal_flip {{
@@ -240,66 +125,55 @@ train_config {{
   }}
   gradient_clipping_by_norm: {gradient_clip_norm}
   num_steps: {num_steps}
-}}
-train_input_reader {{
-  label_map_path: "PATH_TO_BE_CONFIGURED/shapes_label_map.pbtxt"
-  tf_record_input_reader {{
-    input_path: "PATH_TO_BE_CONFIGURED/shapes_plain_train.record"
-  }}
-}}
-eval_config {{
-  num_examples: {val_images}
-  metrics_set: "coco_detection_metrics"
-  use_moving_averages: false
-}}
-eval_input_reader {{
-  label_map_path: "PATH_TO_BE_CONFIGURED/shapes_label_map.pbtxt"
-  shuffle: false
-  num_readers: 1
-  tf_record_input_reader {{
-    input_path: "PATH_TO_BE_CONFIGURED/shapes_plain_val.record"
-  }}
-}}
 """
 
 
-def _number(value: float) -> str:
-    """A float as the shortest text that reads back to it (protobuf text accepts `1e-08`)."""
-    return repr(float(value))
-
-
-def _indent(text: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line for line in text.splitlines())
-
-
 def pipeline_config_text(settings: BuiltinZooSettings = BuiltinZooSettings()) -> str:
-    """The TF1 text-format pipeline.config of the built-in model."""
+    """The TF1 text-format pipeline.config of the built-in model (written by the TF1 graph
+    builder's generator, with the pre-training recorded in train_config)."""
+    from pipeline.tf1 import graph_builder
+    from pipeline.tf1.graph_builder import SSDGraphConfig, TrainEvalSections, config_number
+
     model, pretrain = settings.model, settings.pretrain
-    hyper = _CONV_HYPERPARAMS.format(
-        l2_weight=_number(model.l2_weight), batch_norm_decay=_number(model.batch_norm_decay)
-    )
-    return PIPELINE_CONFIG_TEMPLATE.format(
-        name=settings.name,
-        image_size=model.image_size,
-        depth_multiplier=_number(model.depth_multiplier),
+    config = SSDGraphConfig(
+        num_classes=3,
+        image_size=(model.image_size, model.image_size),
+        depth_multiplier=model.depth_multiplier,
         min_depth=model.min_depth,
-        feature_hyperparams=_indent(hyper, 8),
-        predictor_hyperparams=_indent(hyper, 10),
-        class_prediction_bias_init=_number(model.class_prediction_bias_init),
-        min_scale=_number(model.min_scale),
-        max_scale=_number(model.max_scale),
-        aspect_ratios="\n".join(
-            f"        aspect_ratios: {_number(a)}" for a in model.aspect_ratios
-        ),
-        reduce_boxes_in_lowest_layer=str(model.reduce_boxes_in_lowest_layer).lower(),
-        score_threshold=_number(model.score_threshold),
+        min_scale=model.min_scale,
+        max_scale=model.max_scale,
+        aspect_ratios=model.aspect_ratios,
+        reduce_boxes_in_lowest_layer=model.reduce_boxes_in_lowest_layer,
+        score_threshold=model.score_threshold,
+        batch_norm_decay=model.batch_norm_decay,
+        l2_weight=model.l2_weight,
+        class_prediction_bias_init=model.class_prediction_bias_init,
+    )
+    train_config = _TRAIN_CONFIG.format(
         batch_size=pretrain.batch_size,
-        learning_rate=_number(pretrain.learning_rate),
+        learning_rate=config_number(pretrain.learning_rate),
         num_steps=pretrain.steps,
         warmup_steps=pretrain.warmup_steps,
-        gradient_clip_norm=_number(pretrain.gradient_clip_norm),
+        gradient_clip_norm=config_number(pretrain.gradient_clip_norm),
+    )
+    header = _HEADER.format(
+        name=settings.name,
+        depth_multiplier=config_number(model.depth_multiplier),
+        image_size=model.image_size,
         train_images=pretrain.train_images,
-        val_images=pretrain.val_images,
+        num_steps=pretrain.steps,
+        batch_size=pretrain.batch_size,
+    )
+    sections = TrainEvalSections(
+        train_config=train_config,
+        label_map="shapes_label_map.pbtxt",
+        train_record="shapes_plain_train.record",
+        val_record="shapes_plain_val.record",
+        eval_examples=pretrain.val_images,
+        metrics_set="coco_detection_metrics",
+    )
+    return graph_builder.pipeline_config_text(
+        config, sections, header=header, override_base_feature_extractor_hyperparams=True
     )
 
 

@@ -558,29 +558,121 @@ def graph_variable_layout(config: SSDGraphConfig) -> dict[str, tuple[tuple[int, 
     }
 
 
-def pipeline_config_text(config: SSDGraphConfig) -> str:
-    """A TF1 text-format TrainEvalPipelineConfig (the released config's layout)."""
-    ratios = "\n".join(f"        aspect_ratios: {a!r}" for a in config.aspect_ratios)
-    hyperparams = f"""regularizer {{
-          l2_regularizer {{
-            weight: {config.l2_weight!r}
-          }}
-        }}
-        initializer {{
-          truncated_normal_initializer {{
-            mean: 0.0
-            stddev: 0.03
-          }}
-        }}
-        activation: RELU_6
-        batch_norm {{
-          decay: {config.batch_norm_decay!r}
-          center: true
-          scale: true
-          epsilon: {config.batch_norm_epsilon!r}
-          train: true
-        }}"""
-    return f"""model {{
+def config_number(value: float) -> str:
+    """A pipeline.config float: the shortest decimal that reads back to the float32 a proto float
+    field holds, in Python's notation (`0.2`, not `0.20000000298023224`; `1e-08`)."""
+    return repr(float(str(np.float32(value))))
+
+
+def _lower(flag: bool) -> str:
+    return str(bool(flag)).lower()
+
+
+def _field_line(indent: int, field: str, value: object, default: object) -> str:
+    """`field: value` on a new line of `indent` spaces, or nothing when value is the default."""
+    return "" if value == default else f"\n{' ' * indent}{field}: {value}"
+
+
+# The released ssd_mobilenet_v2_coco config's train_config (how the zoo trained it).
+RELEASED_TRAIN_CONFIG = """\
+  batch_size: 24
+  data_augmentation_options {
+    random_horizontal_flip {
+    }
+  }
+  data_augmentation_options {
+    ssd_random_crop {
+    }
+  }
+  optimizer {
+    rms_prop_optimizer {
+      learning_rate {
+        exponential_decay_learning_rate {
+          initial_learning_rate: 0.004
+          decay_steps: 800720
+          decay_factor: 0.95
+        }
+      }
+      momentum_optimizer_value: 0.9
+      decay: 0.9
+      epsilon: 1.0
+    }
+  }
+  fine_tune_checkpoint: "PATH_TO_BE_CONFIGURED/model.ckpt"
+  num_steps: 200000
+  fine_tune_checkpoint_type: "detection"
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainEvalSections:
+    """The parts of a pipeline.config that say how a model was trained and evaluated, not what
+    it is: `train_config`'s body (text, indented by 2), the input readers' files (under
+    PATH_TO_BE_CONFIGURED), and eval_config's fields. Defaults: the released config's layout."""
+
+    train_config: str = RELEASED_TRAIN_CONFIG
+    label_map: str = "label_map.pbtxt"
+    train_record: str = "train.record"
+    val_record: str = "val.record"
+    eval_examples: int = 8000
+    metrics_set: str = ""  # empty: left out
+
+
+def _conv_hyperparams(config: SSDGraphConfig, indent: int) -> str:
+    lines = f"""\
+regularizer {{
+  l2_regularizer {{
+    weight: {config_number(config.l2_weight)}
+  }}
+}}
+initializer {{
+  truncated_normal_initializer {{
+    mean: 0.0
+    stddev: 0.03
+  }}
+}}
+activation: RELU_6
+batch_norm {{
+  decay: {config_number(config.batch_norm_decay)}
+  center: true
+  scale: true
+  epsilon: {config_number(config.batch_norm_epsilon)}
+  train: true
+}}"""
+    return "\n".join(" " * indent + line for line in lines.splitlines())
+
+
+def pipeline_config_text(
+    config: SSDGraphConfig,
+    sections: TrainEvalSections = TrainEvalSections(),
+    *,
+    header: str = "",
+    override_base_feature_extractor_hyperparams: bool = False,
+) -> str:
+    """A TF1 text-format TrainEvalPipelineConfig describing `config`, in the released config's
+    layout.
+
+    `header` (comment lines, each starting with `#`) goes first; `sections` fills train_config,
+    the input readers and eval_config.
+    """
+    n = config_number
+    # Fields at their proto default are left out, as the released file leaves them out.
+    feature_extractor_layers = _field_line(6, "num_layers", config.num_layers, 6)
+    interpolated = _field_line(
+        8, "interpolated_scale_aspect_ratio", n(config.interpolated_scale_aspect_ratio), "1.0"
+    )
+    logit_scale = _field_line(6, "logit_scale", n(config.logit_scale), "1.0")
+    override = _field_line(
+        6,
+        "override_base_feature_extractor_hyperparams",
+        _lower(override_base_feature_extractor_hyperparams),
+        "false",
+    )
+    ratios = "\n".join(f"        aspect_ratios: {n(a)}" for a in config.aspect_ratios)
+    y_scale, x_scale, height_scale, width_scale = (n(s) for s in config.box_coder_scales)
+    metrics_set = f'\n  metrics_set: "{sections.metrics_set}"' if sections.metrics_set else ""
+    prefix = "PATH_TO_BE_CONFIGURED"
+    return f"""{header}model {{
   ssd {{
     num_classes: {config.num_classes}
     image_resizer {{
@@ -591,20 +683,19 @@ def pipeline_config_text(config: SSDGraphConfig) -> str:
     }}
     feature_extractor {{
       type: "ssd_mobilenet_v2"
-      depth_multiplier: {config.depth_multiplier!r}
-      min_depth: {config.min_depth}
-      num_layers: {config.num_layers}
+      depth_multiplier: {n(config.depth_multiplier)}
+      min_depth: {config.min_depth}{feature_extractor_layers}
       conv_hyperparams {{
-        {hyperparams}
+{_conv_hyperparams(config, 8)}
       }}
-      use_depthwise: {str(config.use_depthwise).lower()}
+      use_depthwise: {_lower(config.use_depthwise)}{override}
     }}
     box_coder {{
       faster_rcnn_box_coder {{
-        y_scale: {config.box_coder_scales[0]!r}
-        x_scale: {config.box_coder_scales[1]!r}
-        height_scale: {config.box_coder_scales[2]!r}
-        width_scale: {config.box_coder_scales[3]!r}
+        y_scale: {y_scale}
+        x_scale: {x_scale}
+        height_scale: {height_scale}
+        width_scale: {width_scale}
       }}
     }}
     matcher {{
@@ -623,7 +714,7 @@ def pipeline_config_text(config: SSDGraphConfig) -> str:
     box_predictor {{
       convolutional_box_predictor {{
         conv_hyperparams {{
-          {hyperparams.replace(chr(10), chr(10) + "  ")}
+{_conv_hyperparams(config, 10)}
         }}
         min_depth: 0
         max_depth: 0
@@ -633,28 +724,26 @@ def pipeline_config_text(config: SSDGraphConfig) -> str:
         kernel_size: {config.box_predictor_kernel_size}
         box_code_size: 4
         apply_sigmoid_to_scores: false
-        class_prediction_bias_init: {config.class_prediction_bias_init!r}
+        class_prediction_bias_init: {n(config.class_prediction_bias_init)}
       }}
     }}
     anchor_generator {{
       ssd_anchor_generator {{
         num_layers: {config.num_layers}
-        min_scale: {config.min_scale!r}
-        max_scale: {config.max_scale!r}
-{ratios}
-        interpolated_scale_aspect_ratio: {config.interpolated_scale_aspect_ratio!r}
-        reduce_boxes_in_lowest_layer: {str(config.reduce_boxes_in_lowest_layer).lower()}
+        min_scale: {n(config.min_scale)}
+        max_scale: {n(config.max_scale)}
+{ratios}{interpolated}
+        reduce_boxes_in_lowest_layer: {_lower(config.reduce_boxes_in_lowest_layer)}
       }}
     }}
     post_processing {{
       batch_non_max_suppression {{
-        score_threshold: {config.score_threshold!r}
-        iou_threshold: {config.iou_threshold!r}
+        score_threshold: {n(config.score_threshold)}
+        iou_threshold: {n(config.iou_threshold)}
         max_detections_per_class: {config.max_detections_per_class}
         max_total_detections: {config.max_total_detections}
       }}
-      score_converter: SIGMOID
-      logit_scale: {config.logit_scale!r}
+      score_converter: SIGMOID{logit_scale}
     }}
     normalize_loss_by_num_matches: true
     loss {{
@@ -679,49 +768,23 @@ def pipeline_config_text(config: SSDGraphConfig) -> str:
   }}
 }}
 train_config {{
-  batch_size: 24
-  data_augmentation_options {{
-    random_horizontal_flip {{
-    }}
-  }}
-  data_augmentation_options {{
-    ssd_random_crop {{
-    }}
-  }}
-  optimizer {{
-    rms_prop_optimizer {{
-      learning_rate {{
-        exponential_decay_learning_rate {{
-          initial_learning_rate: 0.004
-          decay_steps: 800720
-          decay_factor: 0.95
-        }}
-      }}
-      momentum_optimizer_value: 0.9
-      decay: 0.9
-      epsilon: 1.0
-    }}
-  }}
-  fine_tune_checkpoint: "PATH_TO_BE_CONFIGURED/model.ckpt"
-  num_steps: 200000
-  fine_tune_checkpoint_type: "detection"
-}}
+{sections.train_config}}}
 train_input_reader {{
-  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"
+  label_map_path: "{prefix}/{sections.label_map}"
   tf_record_input_reader {{
-    input_path: "PATH_TO_BE_CONFIGURED/train.record"
+    input_path: "{prefix}/{sections.train_record}"
   }}
 }}
 eval_config {{
-  num_examples: 8000
+  num_examples: {sections.eval_examples}{metrics_set}
   use_moving_averages: false
 }}
 eval_input_reader {{
-  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"
+  label_map_path: "{prefix}/{sections.label_map}"
   shuffle: false
   num_readers: 1
   tf_record_input_reader {{
-    input_path: "PATH_TO_BE_CONFIGURED/val.record"
+    input_path: "{prefix}/{sections.val_record}"
   }}
 }}
 """
