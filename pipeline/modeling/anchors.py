@@ -32,12 +32,17 @@ def levels(spec: SSDSpec) -> list[int]:
 
 
 def feature_map_shapes(spec: SSDSpec) -> list[tuple[int, int]]:
-    """(H, W) of each SSD feature map for `spec.image_size`; 'SAME' stride 2 gives ceil(n/2)."""
-    height, width = spec.image_size
+    """(H, W) of each SSD feature map for `spec.image_size`."""
+    return grid_shapes(spec.image_size, spec.anchors.num_layers)
+
+
+def grid_shapes(image_size: tuple[int, int], num_layers: int) -> list[tuple[int, int]]:
+    """(H, W) of each of `num_layers` feature maps; 'SAME' stride 2 gives ceil(n/2)."""
+    height, width = image_size
     shapes = []
     for _ in range(int(math.log2(FIRST_FEATURE_STRIDE))):
         height, width = -(-height // 2), -(-width // 2)
-    for _ in range(spec.anchors.num_layers):
+    for _ in range(num_layers):
         shapes.append((height, width))
         height, width = -(-height // 2), -(-width // 2)
     return shapes

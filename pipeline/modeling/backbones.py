@@ -25,32 +25,11 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
+from pipeline.modeling import mobilenet_defs as defs
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
 
-# (stride, output depth, expand ratio) of TF1 mobilenet_v2 V2_DEF's 17 expanded_conv ops.
-_V2_BLOCKS = (
-    (1, 16, 1),
-    (2, 24, 6),
-    (1, 24, 6),
-    (2, 32, 6),
-    (1, 32, 6),
-    (1, 32, 6),
-    (2, 64, 6),
-    (1, 64, 6),
-    (1, 64, 6),
-    (1, 64, 6),
-    (1, 96, 6),
-    (1, 96, 6),
-    (1, 96, 6),
-    (2, 160, 6),
-    (1, 160, 6),
-    (1, 160, 6),
-    (1, 320, 6),
-)
-# expanded_conv_13 (TF1 'layer_15'): SSD taps its expansion output.
-_V2_TAP_BLOCK = 13
 # (stride, depth) of TF1 mobilenet_v1's Conv2d_1..Conv2d_13 depthwise-separable layers.
 _V1_BLOCKS = (
     (1, 64),
@@ -75,16 +54,6 @@ SCOPES = {
 }
 # The TF1 endpoint the SSD extra layers are stacked on (it prefixes their scope names).
 LAST_ENDPOINT = {"ssd_mobilenet_v2": "layer_19", "ssd_mobilenet_v1": "Conv2d_13_pointwise"}
-
-
-def v2_depth(depth: int, depth_multiplier: float, min_depth: int) -> int:
-    """TF1 `mobilenet.depth_multiplier`: _make_divisible(d * multiplier, 8, min_depth)."""
-    return nn_layers.make_divisible(depth * depth_multiplier, 8, min_depth)
-
-
-def v1_depth(depth: int, depth_multiplier: float, min_depth: int) -> int:
-    """TF1 `mobilenet_v1`: max(int(d * multiplier), min_depth)."""
-    return max(int(depth * depth_multiplier), min_depth)
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -143,14 +112,18 @@ class TF1MobileNetBackbone(tf_keras.Model):
         scope = SCOPES["ssd_mobilenet_v2"]
 
         def depth(d: int) -> int:
-            return v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
+            return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
         block = Conv2DBNBlock(
-            filters=depth(32), kernel_size=3, strides=2, activation="relu6", **self._block_kwargs
+            filters=depth(defs.V2_FIRST_CONV_DEPTH),
+            kernel_size=3,
+            strides=2,
+            activation="relu6",
+            **self._block_kwargs,
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
-        in_depth = depth(32)
+        in_depth = depth(defs.V2_FIRST_CONV_DEPTH)
         endpoints = {}
         ib_kwargs = {
             "kernel_size": 3,
@@ -160,10 +133,10 @@ class TF1MobileNetBackbone(tf_keras.Model):
             "bias_regularizer": None,
             **self._block_kwargs,
         }
-        for index, (stride, out, expand_ratio) in enumerate(_V2_BLOCKS):
+        for index, (stride, out, expand_ratio) in enumerate(defs.V2_EXPANDED_CONVS):
             name = "expanded_conv" if index == 0 else f"expanded_conv_{index}"
             out_depth = depth(out)
-            if index == _V2_TAP_BLOCK:
+            if index == defs.V2_TAP_EXPANDED_CONV:
                 expanded = nn_layers.make_divisible(in_depth * expand_ratio, 8)
                 expand = Conv2DBNBlock(
                     filters=expanded,
@@ -199,7 +172,11 @@ class TF1MobileNetBackbone(tf_keras.Model):
             layout.conv_bn(f"{scope}/{name}/project", block, "_conv2", "_norm2")
             in_depth = out_depth
         block = Conv2DBNBlock(
-            filters=depth(1280), kernel_size=1, strides=1, activation="relu6", **self._block_kwargs
+            filters=depth(defs.V2_LAST_CONV_DEPTH),
+            kernel_size=1,
+            strides=1,
+            activation="relu6",
+            **self._block_kwargs,
         )
         endpoints["5"] = block(x)
         layout.conv_bn(f"{scope}/Conv_1", block, "_conv0", "_norm0")
@@ -210,7 +187,7 @@ class TF1MobileNetBackbone(tf_keras.Model):
         scope = SCOPES["ssd_mobilenet_v1"]
 
         def depth(d: int) -> int:
-            return v1_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
+            return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
         block = Conv2DBNBlock(
             filters=depth(32),

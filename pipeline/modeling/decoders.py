@@ -22,16 +22,10 @@ from official.vision.modeling.decoders import factory
 from official.vision.modeling.layers import nn_blocks
 
 from pipeline.modeling.backbones import LAST_ENDPOINT, SCOPES
+from pipeline.modeling.mobilenet_defs import SSD_LAYER_DEPTHS, floor_depth
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 DECODER_TYPE = "tf1_ssd_extra_layers"
-# TF1 ssd_mobilenet_v1/v2 feature_map_layout['layer_depth'] (the first two come from the backbone).
-LAYER_DEPTHS = (-1, -1, 512, 256, 256, 128)
-
-
-def extra_depth(depth: float, depth_multiplier: float, min_depth: int) -> int:
-    """TF1 feature_map_generators.get_depth_fn."""
-    return max(int(depth * depth_multiplier), min_depth)
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -86,11 +80,11 @@ class SSDExtraLayers(tf_keras.Model):
         base = LAST_ENDPOINT[architecture]
 
         def depth(d: float) -> int:
-            return extra_depth(d, depth_multiplier, min_depth)
+            return floor_depth(d, depth_multiplier, min_depth)
 
         x = outputs[str(levels[-1])]
         for index in range(len(levels), num_layers):
-            layer_depth = LAYER_DEPTHS[index]
+            layer_depth = SSD_LAYER_DEPTHS[index]
             name = f"{scope}/{base}_1_Conv2d_{index}_1x1_{depth(layer_depth / 2)}"
             block = Conv2DBNBlock(
                 filters=depth(layer_depth / 2), kernel_size=1, strides=1, **block_kwargs

@@ -32,7 +32,6 @@ for shape, and with the same weights the raw outputs equal the released graph's
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,31 +40,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-
-# slim nets/mobilenet/mobilenet_v2.V2_DEF after the first Conv: (stride, num_outputs, expansion).
-_V2_EXPANDED_CONVS = (
-    (1, 16, 1),
-    (2, 24, 6),
-    (1, 24, 6),
-    (2, 32, 6),
-    (1, 32, 6),
-    (1, 32, 6),
-    (2, 64, 6),
-    (1, 64, 6),
-    (1, 64, 6),
-    (1, 64, 6),
-    (1, 96, 6),
-    (1, 96, 6),
-    (1, 96, 6),
-    (2, 160, 6),
-    (1, 160, 6),
-    (1, 160, 6),
-    (1, 320, 6),
-)
-# `layer_15/expansion_output`: layer_1 is Conv, layer_k the (k-2)th expanded conv.
-_TAP_EXPANDED_CONV = 13
-# ssd_mobilenet_v2_feature_extractor's feature_map_layout.
-_EXTRA_LAYER_DEPTHS = (-1, -1, 512, 256, 256, 128)
+from pipeline.modeling import mobilenet_defs as defs
+from pipeline.modeling.anchors import box_specs, grid_shapes
+from pipeline.modeling.spec import AnchorSpec
 
 
 def _f32(value: float) -> float:
@@ -119,42 +96,30 @@ class SSDGraphConfig:
     def num_class_slots(self) -> int:
         return self.num_classes + 1
 
+    def anchor_spec(self) -> AnchorSpec:
+        """These anchor fields as the model spec's `AnchorSpec`."""
+        return AnchorSpec(
+            num_layers=self.num_layers,
+            min_scale=self.min_scale,
+            max_scale=self.max_scale,
+            aspect_ratios=self.aspect_ratios,
+            interpolated_scale_aspect_ratio=self.interpolated_scale_aspect_ratio,
+            reduce_boxes_in_lowest_layer=self.reduce_boxes_in_lowest_layer,
+        )
+
     def box_specs(self) -> list[list[tuple[float, float]]]:
-        """create_ssd_anchors: per layer, (scale, aspect ratio) of each anchor (float64 math)."""
-        n = self.num_layers
-        scales = [self.min_scale + (self.max_scale - self.min_scale) * i / (n - 1) for i in
-                  range(n)] + [1.0]  # fmt: skip
-        specs = []
-        for layer, scale, scale_next in zip(range(n), scales[:-1], scales[1:], strict=False):
-            if layer == 0 and self.reduce_boxes_in_lowest_layer:
-                specs.append([(0.1, 1.0), (scale, 2.0), (scale, 0.5)])
-                continue
-            layer_specs = [(scale, aspect) for aspect in self.aspect_ratios]
-            if self.interpolated_scale_aspect_ratio > 0.0:
-                layer_specs.append(
-                    (float(np.sqrt(scale * scale_next)), self.interpolated_scale_aspect_ratio)
-                )
-            specs.append(layer_specs)
-        return specs
-
-
-def make_divisible(value: float, divisor: int, min_value: int | None = None) -> int:
-    """slim nets/mobilenet `_make_divisible`."""
-    min_value = divisor if min_value is None else min_value
-    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if new_value < 0.9 * value:
-        new_value += divisor
-    return new_value
+        """create_ssd_anchors: per layer, (scale, aspect ratio) of each anchor."""
+        return box_specs(self.anchor_spec())
 
 
 def v2_base_depth(depth: int, config: SSDGraphConfig) -> int:
     """mobilenet.depth_multiplier under SSD's arg_scope(min_depth=config.min_depth)."""
-    return make_divisible(depth * config.depth_multiplier, 8, config.min_depth)
+    return defs.v2_depth(depth, config.depth_multiplier, config.min_depth)
 
 
 def extra_layer_depth(depth: float, config: SSDGraphConfig) -> int:
     """feature_map_generators.get_depth_fn."""
-    return max(int(depth * config.depth_multiplier), config.min_depth)
+    return defs.floor_depth(depth, config.depth_multiplier, config.min_depth)
 
 
 class _Builder:
@@ -265,7 +230,7 @@ class _Builder:
             inputs = tf.identity(net, "input")
             in_depth = int(inputs.shape[-1])
             # expand_input_by_factor(1, divisible_by=1) for the first block, (6, 8) after.
-            inner = make_divisible(in_depth * factor, 1 if factor == 1 else 8)
+            inner = defs.make_divisible(in_depth * factor, 1 if factor == 1 else 8)
             net = inputs
             expansion = None
             if inner > in_depth:
@@ -282,15 +247,19 @@ class _Builder:
         """mobilenet_v2.mobilenet_base(final_endpoint='layer_19') endpoints needed by SSD."""
         tf = self.tf
         net = tf.identity(images, "input")
-        net = self.conv(net, "Conv", v2_base_depth(32, self.config), 3, stride=2)
+        net = self.conv(
+            net, "Conv", v2_base_depth(defs.V2_FIRST_CONV_DEPTH, self.config), 3, stride=2
+        )
         endpoints = {}
-        for index, (stride, depth, factor) in enumerate(_V2_EXPANDED_CONVS):
+        for index, (stride, depth, factor) in enumerate(defs.V2_EXPANDED_CONVS):
             scope = "expanded_conv" if index == 0 else f"expanded_conv_{index}"
             depth = v2_base_depth(depth, self.config)
             net, expansion = self.expanded_conv(net, scope, stride, depth, factor)
-            if index == _TAP_EXPANDED_CONV:
+            if index == defs.V2_TAP_EXPANDED_CONV:
                 endpoints["layer_15/expansion_output"] = expansion
-        endpoints["layer_19"] = self.conv(net, "Conv_1", v2_base_depth(1280, self.config), 1)
+        endpoints["layer_19"] = self.conv(
+            net, "Conv_1", v2_base_depth(defs.V2_LAST_CONV_DEPTH, self.config), 1
+        )
         return endpoints
 
     def feature_maps(self, images: Any) -> list[Any]:
@@ -302,7 +271,7 @@ class _Builder:
             maps = [endpoints["layer_15/expansion_output"], endpoints["layer_19"]]
             base = "layer_19"
             for index in range(2, config.num_layers):
-                depth = _EXTRA_LAYER_DEPTHS[index]
+                depth = defs.SSD_LAYER_DEPTHS[index]
                 half = extra_layer_depth(depth / 2, config)
                 net = self.conv(maps[-1], f"{base}_1_Conv2d_{index}_1x1_{half}", half, 1,
                                 epsilon=eps)  # fmt: skip
@@ -869,10 +838,4 @@ def _check_weights(
 
 def feature_map_sizes(config: SSDGraphConfig) -> list[tuple[int, int]]:
     """(H, W) of each feature map: stride 16, 32, then ceil-halving ('SAME' padding)."""
-    height, width = config.image_size
-    sizes = []
-    h, w = math.ceil(height / 16), math.ceil(width / 16)
-    for _ in range(config.num_layers):
-        sizes.append((h, w))
-        h, w = math.ceil(h / 2), math.ceil(w / 2)
-    return sizes
+    return grid_shapes(config.image_size, config.num_layers)
