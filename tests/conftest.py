@@ -43,3 +43,14 @@ def coco_tiny(shared_fixtures: Path) -> Path:
 @pytest.fixture(scope="session")
 def od_api_configs(shared_fixtures: Path) -> Path:
     return _require(shared_fixtures / "od_api" / "sample_configs")
+
+
+@pytest.fixture(scope="session")
+def synthetic_zoos(tmp_path_factory: pytest.TempPathFactory, tf1_zoo_dir: Path) -> dict[str, Path]:
+    """{name: TF1 zoo directory}: the real ssd_mobilenet_v2/v1 zoo graphs with synthetic weights
+    of their exact checkpoint layout (read-only: copy a directory before changing it)."""
+    from pipeline.tf1.synthetic_checkpoint import make_synthetic_zoo_dir
+
+    root = tmp_path_factory.mktemp("zoo")
+    names = ("ssd_mobilenet_v2_coco_2018_03_29", "ssd_mobilenet_v1_coco_2018_01_28")
+    return {name: make_synthetic_zoo_dir(tf1_zoo_dir / name, root / name) for name in names}

@@ -17,6 +17,7 @@ import yaml
 from pipeline.builtin import asset_path
 from pipeline.builtin import zoo_model as zm
 from pipeline.builtin.shapes import ShapesConfig, encode_jpeg, render_sample
+from pipeline.conversion.parity import box_iou
 from pipeline.zoo import fetch_zoo_model, file_sha256, validate_zoo_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -174,17 +175,6 @@ def test_frozen_graph_computes_what_the_meta_graph_computes(zoo_dir: Path, tmp_p
 # ---- it detects -----------------------------------------------------------------------------
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ymin = np.maximum(box[0], boxes[:, 0])
-    xmin = np.maximum(box[1], boxes[:, 1])
-    ymax = np.minimum(box[2], boxes[:, 2])
-    xmax = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def _recall(truths: list, detections: list, min_score: float = 0.5) -> float:
     """Share of ground-truth boxes with a same-class detection (score >= min_score) at IoU .5."""
     found = total = 0
@@ -193,7 +183,7 @@ def _recall(truths: list, detections: list, min_score: float = 0.5) -> float:
         for category, gt_box in objects:
             total += 1
             same = keep & (classes == category)
-            if same.any() and _iou(gt_box, boxes[same]).max() >= 0.5:
+            if same.any() and box_iou(gt_box, boxes[same]).max() >= 0.5:
                 found += 1
     return found / total
 

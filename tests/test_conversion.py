@@ -25,21 +25,13 @@ V1 = "ssd_mobilenet_v1_coco_2018_01_28"
 
 
 @pytest.fixture(scope="module")
-def synthetic_zoo(tmp_path_factory: pytest.TempPathFactory, tf1_zoo_dir: Path) -> dict[str, Path]:
-    from pipeline.tf1.synthetic_checkpoint import make_synthetic_zoo_dir
-
-    root = tmp_path_factory.mktemp("zoo")
-    return {name: make_synthetic_zoo_dir(tf1_zoo_dir / name, root / name) for name in (V2, V1)}
-
-
-@pytest.fixture(scope="module")
 def converted(
-    tmp_path_factory: pytest.TempPathFactory, synthetic_zoo: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory, synthetic_zoos: dict[str, Path]
 ) -> dict[str, tuple[Path, dict]]:
     root = tmp_path_factory.mktemp("converted")
     result = {}
     for name in (V2, V1):
-        report = convert(synthetic_zoo[name], root / name, progress=False)
+        report = convert(synthetic_zoos[name], root / name, progress=False)
         result[name] = (root / name, report)
     return result
 
@@ -61,14 +53,14 @@ def test_index_maps_fully_both_ways(tf1_zoo_dir: Path, name: str) -> None:
 
 @pytest.mark.parametrize("name", [V2, V1])
 def test_converted_directory(
-    converted: dict[str, tuple[Path, dict]], synthetic_zoo: dict[str, Path], name: str
+    converted: dict[str, tuple[Path, dict]], synthetic_zoos: dict[str, Path], name: str
 ) -> None:
     out, report = converted[name]
     for file in ("model_spec.json", "pipeline.config", "conversion_report.json"):
         assert (out / file).is_file()
     assert (out / "conversion_report.md").read_text().startswith("# Conversion report")
     assert (out / "pipeline.config").read_bytes() == (
-        synthetic_zoo[name] / "pipeline.config"
+        synthetic_zoos[name] / "pipeline.config"
     ).read_bytes()
     on_disk = json.loads((out / "conversion_report.json").read_text())
     assert on_disk["complete"] is True
@@ -81,14 +73,14 @@ def test_converted_directory(
 
 @pytest.mark.parametrize("name", [V2, V1])
 def test_load_converted_restores_the_tf1_values(
-    converted: dict[str, tuple[Path, dict]], synthetic_zoo: dict[str, Path], name: str
+    converted: dict[str, tuple[Path, dict]], synthetic_zoos: dict[str, Path], name: str
 ) -> None:
     model, spec = load_converted(converted[name][0])
-    reader = tf.train.load_checkpoint(str(synthetic_zoo[name] / "model.ckpt"))
+    reader = tf.train.load_checkpoint(str(synthetic_zoos[name] / "model.ckpt"))
     for record in model_records(model):
         for tf1_name, variable, _ in record.variables():
             np.testing.assert_array_equal(variable.numpy(), reader.get_tensor(tf1_name))
-    assert spec == ssd_spec_from_config(synthetic_zoo[name])
+    assert spec == ssd_spec_from_config(synthetic_zoos[name])
 
 
 def test_model_garden_initialize_restores_the_checkpoint_dir(
@@ -114,9 +106,9 @@ def test_model_garden_initialize_restores_the_checkpoint_dir(
 
 
 def test_class_count_change_keeps_everything_but_the_class_predictors(
-    tmp_path: Path, synthetic_zoo: dict[str, Path]
+    tmp_path: Path, synthetic_zoos: dict[str, Path]
 ) -> None:
-    report = convert(synthetic_zoo[V2], tmp_path / "out", num_classes=3, progress=False)
+    report = convert(synthetic_zoos[V2], tmp_path / "out", num_classes=3, progress=False)
     expected_fresh = [f"BoxPredictor_{i}/ClassPredictor" for i in range(6)]
     assert report["fresh_layers"] == expected_fresh
     assert report["complete"] is True
@@ -126,7 +118,7 @@ def test_class_count_change_keeps_everything_but_the_class_predictors(
     assert report["target"]["num_classes"] == 3 and report["source"]["num_classes"] == 90
     model, spec = load_converted(tmp_path / "out")
     assert spec.num_classes == 3
-    reader = tf.train.load_checkpoint(str(synthetic_zoo[V2] / "model.ckpt"))
+    reader = tf.train.load_checkpoint(str(synthetic_zoos[V2] / "model.ckpt"))
     for record in model_records(model):
         for tf1_name, variable, _ in record.variables():
             if record.scope in expected_fresh:
@@ -162,12 +154,12 @@ def test_sample_v2_config_with_real_v2_checkpoint_names_the_fields(
 
 def test_mismatched_config_fails_the_command_before_writing(
     tmp_path: Path,
-    synthetic_zoo: dict[str, Path],
+    synthetic_zoos: dict[str, Path],
     od_api_configs: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     zoo = tmp_path / "zoo"
-    shutil.copytree(synthetic_zoo[V2], zoo)
+    shutil.copytree(synthetic_zoos[V2], zoo)
     shutil.copyfile(od_api_configs / "ssd_mobilenet_v2_coco.config", zoo / "pipeline.config")
     code = main(["convert", "--tf1-dir", str(zoo), "--out", str(tmp_path / "out")])
     assert code == 2
@@ -191,7 +183,7 @@ def test_missing_data_file_is_a_clear_error(tmp_path: Path, tf1_zoo_dir: Path) -
 
 def test_convert_command_with_verification(
     tmp_path: Path,
-    synthetic_zoo: dict[str, Path],
+    synthetic_zoos: dict[str, Path],
     coco_tiny: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -200,7 +192,7 @@ def test_convert_command_with_verification(
         [
             "convert",
             "--tf1-dir",
-            str(synthetic_zoo[V1]),
+            str(synthetic_zoos[V1]),
             "--out",
             str(out),
             "--verify-images",

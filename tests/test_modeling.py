@@ -23,15 +23,6 @@ V1 = "ssd_mobilenet_v1_coco_2018_01_28"
 
 
 @pytest.fixture(scope="module")
-def synthetic_zoo(tmp_path_factory: pytest.TempPathFactory, tf1_zoo_dir: Path) -> dict[str, Path]:
-    """The real zoo graphs with synthetic weights of the exact checkpoint layout."""
-    from pipeline.tf1.synthetic_checkpoint import make_synthetic_zoo_dir
-
-    root = tmp_path_factory.mktemp("zoo")
-    return {name: make_synthetic_zoo_dir(tf1_zoo_dir / name, root / name) for name in (V2, V1)}
-
-
-@pytest.fixture(scope="module")
 def models(tf1_zoo_dir: Path) -> dict[str, tuple[object, SSDSpec]]:
     result = {}
     for name in (V2, V1):
@@ -41,11 +32,11 @@ def models(tf1_zoo_dir: Path) -> dict[str, tuple[object, SSDSpec]]:
 
 
 @pytest.mark.parametrize("name", [V2, V1])
-def test_anchors_equal_the_tf1_graph_anchors(synthetic_zoo: dict[str, Path], name: str) -> None:
+def test_anchors_equal_the_tf1_graph_anchors(synthetic_zoos: dict[str, Path], name: str) -> None:
     from pipeline.tf1.graph_runner import tf1_graph_anchors
 
-    graph_anchors = tf1_graph_anchors(synthetic_zoo[name])
-    spec = ssd_spec_from_config(synthetic_zoo[name] / "pipeline.config")
+    graph_anchors = tf1_graph_anchors(synthetic_zoos[name])
+    spec = ssd_spec_from_config(synthetic_zoos[name] / "pipeline.config")
     ours = anchor_lib.tf1_anchor_boxes(spec)
     assert ours.shape == graph_anchors.shape == (1917, 4)
     np.testing.assert_array_equal(ours, graph_anchors)
@@ -116,15 +107,15 @@ def test_anchor_options_follow_tf1(anchors: AnchorSpec) -> None:
     np.testing.assert_array_equal(flat, ours)
 
 
-def test_preprocess_equals_the_tf1_graph(synthetic_zoo: dict[str, Path], coco_tiny: Path) -> None:
+def test_preprocess_equals_the_tf1_graph(synthetic_zoos: dict[str, Path], coco_tiny: Path) -> None:
     from PIL import Image
 
     from pipeline.tf1.graph_runner import TF1GraphRunner
 
     path = sorted((coco_tiny / "val2017").glob("*.jpg"))[0]
     image = np.asarray(Image.open(path).convert("RGB"))
-    spec = ssd_spec_from_config(synthetic_zoo[V1] / "pipeline.config")
-    with TF1GraphRunner(synthetic_zoo[V1]) as runner:
+    spec = ssd_spec_from_config(synthetic_zoos[V1] / "pipeline.config")
+    with TF1GraphRunner(synthetic_zoos[V1]) as runner:
         graph_input = runner.session.run("Preprocessor/sub:0", {"image_tensor:0": image[None]})
     ours = preprocess(image[None], spec).numpy()
     np.testing.assert_array_equal(ours, graph_input)
