@@ -229,7 +229,8 @@ def test_input_stream_is_deterministic_and_resumable(tmp_path, coco_tiny):
     from test_training_support import write_tfrecords
 
     from pipeline.modeling import anchors as anchors_lib
-    from pipeline.training.inputs import InputSettings, build_dataset, legacy_preprocess
+    from pipeline.modeling.preprocessing import preprocess
+    from pipeline.training.inputs import InputSettings, build_dataset
 
     spec = small_spec()
     records = write_tfrecords(tmp_path / "t.tfrecord", coco_tiny, limit=10)
@@ -239,7 +240,7 @@ def test_input_stream_is_deterministic_and_resumable(tmp_path, coco_tiny):
         settings = InputSettings(
             str(records), batch_size=2, shuffle_buffer_size=8, skip_examples=skip
         )
-        ds = build_dataset(settings, legacy_preprocess(spec.image_size), assigner, 3)
+        ds = build_dataset(settings, lambda images: preprocess(images, spec), assigner, 3)
         return list(ds.take(count).as_numpy_iterator())
 
     full = batches(0, 8)  # crosses epochs (10 examples)

@@ -26,7 +26,8 @@ from pipeline.errors import PipelineError
 from pipeline.training.targets import TF1TargetAssigner
 
 PreprocessFn = Callable[[tf.Tensor], tf.Tensor]
-"""uint8 [1, H, W, 3] -> float32 [1, h, w, 3] model input (resize + value scaling)."""
+"""uint8 [1, H, W, 3] -> float32 [1, h, w, 3] model input (resize + value scaling): the model's
+`pipeline.modeling.preprocessing.preprocess` bound to its spec."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +61,6 @@ def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.T
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
     flipped = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
     return tf.image.flip_left_right(image), flipped
-
-
-def legacy_preprocess(image_size: tuple[int, int]) -> PreprocessFn:
-    """TF1 MobileNet SSD preprocessing (fallback when no model spec provides one)."""
-
-    def preprocess(images: tf.Tensor) -> tf.Tensor:
-        resized = tf.compat.v1.image.resize_bilinear(
-            tf.cast(images, tf.float32), image_size, align_corners=False, half_pixel_centers=False
-        )
-        return resized * (2.0 / 255.0) - 1.0
-
-    return preprocess
 
 
 def build_dataset(
