@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/bench_training.py [--steps 40] [--repeats 3] [--image-size 128]
 
-Builds the default-sized model (SSD MobileNet v2, depth 0.35, 3 classes) with synthetic weights,
-writes JPEG TFRecords (640x480, like COCO) and times Model Garden's Orbit train loop
+Builds the default-sized model (SSD MobileNet v2, depth 0.35, 3 classes) the way the training
+tests do (`tests/test_training_support.write_converted`: a TF1 zoo directory from the graph builder
+with synthetic weights, converted by `pipeline.conversion`), writes JPEG TFRecords (640x480, like
+COCO) and times Model Garden's Orbit train loop
 (`Trainer.train(n)`, the exact training step) on:
   A. the real input pipeline (decode, flip, legacy resize, TF1 target assignment) from TFRecords,
   B. one preprocessed batch cached in memory and repeated (input cost ~ 0),
@@ -28,44 +30,7 @@ import tensorflow as tf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _spec(image_size: int):
-    from pipeline.modeling.spec import (
-        FeatureExtractorSpec,
-        HardExampleMinerSpec,
-        SSDSpec,
-        TrainingSpec,
-    )
-
-    return SSDSpec(
-        num_classes=3,
-        image_size=(image_size, image_size),
-        feature_extractor=FeatureExtractorSpec(
-            depth_multiplier=0.35, min_depth=8, use_depthwise=True, l2_weight=4e-5
-        ),
-        training=TrainingSpec(
-            hard_example_miner=HardExampleMinerSpec(
-                max_negatives_per_positive=3, min_negatives_per_image=3
-            )
-        ),
-    )
-
-
-def _write_converted(directory: Path, spec) -> None:
-    from pipeline.modeling.builder import build_ssd_model
-
-    model = build_ssd_model(spec)
-    model(tf.zeros([1, *spec.image_size, 3]), training=False)
-    rng = np.random.default_rng(0)
-    for variable in model.variables:  # He-scaled synthetic weights keep activations alive
-        shape = variable.shape.as_list()
-        if "kernel" in variable.name:
-            fan_in = np.prod(shape[:2]) if "depthwise" in variable.name else np.prod(shape[:-1])
-            variable.assign(rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32))
-    directory.mkdir(parents=True)
-    (directory / "model_spec.json").write_text(json.dumps(spec.to_dict()))
-    tf.train.Checkpoint(**model.checkpoint_items).save(str(directory / "checkpoint" / "ckpt"))
+sys.path.insert(0, str(ROOT / "tests"))  # test_training_support: the converted model
 
 
 def _write_tfrecords(path: Path, count: int) -> None:
@@ -150,6 +115,8 @@ def _images_per_second(trainer, steps: int, batch: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from test_training_support import write_converted
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3)
@@ -159,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        spec = _spec(args.image_size)
-        _write_converted(scratch / "converted", spec)
+        write_converted(scratch / "converted", image_size=args.image_size)
         _write_tfrecords(scratch / "train.tfrecord", 64)
         setups = {
             "tfrecord_full": ("none", False),

@@ -3,7 +3,8 @@
 - `small_graph_config()` / `small_spec()`: a small SSD MobileNet v2 (depth 0.35, 96x96, 3 classes)
   so runs stay fast: the TF1 graph builder's config and the spec converted from its pipeline.config.
 - `write_converted(dir)`: that model as a TF1 zoo directory (graph builder) run through the real
-  conversion (`pipeline.conversion.convert`): model_spec.json + checkpoint/ + report.
+  conversion (`pipeline.conversion.convert`): model_spec.json + checkpoint/ + report. Also used by
+  bench/bench_training.py.
 - `write_tfrecords(path, coco_dir, ...)`: TFRecords with Model Garden's tf_example_decoder keys from
   the real COCO subset, classes folded onto 1..3.
 """
@@ -51,7 +52,7 @@ def build_model(spec):
     return model
 
 
-def write_converted(directory: Path, num_classes: int = 3, seed: int = 0):
+def write_converted(directory: Path, num_classes: int = 3, seed: int = 0, image_size: int = 96):
     """A genuine TF1 zoo directory of the small model (synthetic weights from the graph builder)
     converted by `pipeline.conversion.convert` into `directory`; returns (directory, model)."""
     from pipeline.conversion.convert import convert
@@ -59,7 +60,7 @@ def write_converted(directory: Path, num_classes: int = 3, seed: int = 0):
     from pipeline.tf1.graph_builder import write_zoo_dir
 
     tf1_dir = directory.with_name(f"{directory.name}_tf1")
-    write_zoo_dir(tf1_dir, small_graph_config(num_classes), seed=seed, frozen=False)
+    write_zoo_dir(tf1_dir, small_graph_config(num_classes, image_size), seed=seed, frozen=False)
     convert(tf1_dir, directory, progress=False)
     model, _ = load_converted(directory)
     return directory, model
