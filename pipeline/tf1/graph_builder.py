@@ -542,7 +542,7 @@ def _field_line(indent: int, field: str, value: object, default: object) -> str:
     return "" if value == default else f"\n{' ' * indent}{field}: {value}"
 
 
-# The released ssd_mobilenet_v2_coco config's train_config (how the zoo trained it).
+# The OD API sample ssd_mobilenet_v2_coco.config's train_config (batch 24, RMSProp, 200k steps).
 RELEASED_TRAIN_CONFIG = """\
   batch_size: 24
   data_augmentation_options {
@@ -577,7 +577,8 @@ RELEASED_TRAIN_CONFIG = """\
 class TrainEvalSections:
     """The parts of a pipeline.config that say how a model was trained and evaluated, not what
     it is: `train_config`'s body (text, indented by 2), the input readers' files (under
-    PATH_TO_BE_CONFIGURED), and eval_config's fields. Defaults: the released config's layout."""
+    PATH_TO_BE_CONFIGURED), and eval_config's fields. Defaults: what the graph builder has always
+    written for its zoo directories (the OD API sample config's training, generic file names)."""
 
     train_config: str = RELEASED_TRAIN_CONFIG
     label_map: str = "label_map.pbtxt"
