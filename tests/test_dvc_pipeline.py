@@ -98,8 +98,16 @@ def test_dvc_repro_runs_every_stage_and_fine_tuning_beats_the_converted_model(
     assert converted["AP"] > 0.0, "the built-in model should detect something before fine-tuning"
     assert finetuned["AP"] > converted["AP"] + 0.02, (converted["AP"], finetuned["AP"])
 
-    plots = _run(["dvc", "plots", "show", "--json"], clone).stdout
-    assert "pr_curve.json" in plots and "loss.tsv" in plots
+    rendered = json.loads(_run(["dvc", "plots", "show", "--json"], clone).stdout)
+    assert not rendered.get("errors"), rendered.get("errors")
+    expected = {
+        "Training curves",
+        "Learning rate",
+        "Precision-recall (IoU .50:.95)",
+        "data/eval/finetuned/plots/pr_curve.json",
+    }
+    assert expected <= set(rendered["data"]), sorted(rendered["data"])
+    assert '"loss"' in json.dumps(rendered["data"]["Training curves"])
 
 
 def test_second_repro_does_nothing_and_says_so(reproduced: tuple[Path, str]) -> None:
@@ -119,6 +127,7 @@ def test_a_training_param_change_reruns_only_fine_tune_and_its_evaluation(
     params_path = clone / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["train"]["steps"] = 4
+    params["train"]["schedule"]["warmup_steps"] = 0
     params["train"]["optimizer"]["learning_rate"] /= 3
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     result = _run(["dvc", "repro"], clone, timeout=15 * 60)
