@@ -106,6 +106,7 @@ def plot_ap_vs_learning_rate(rows: list[ExperimentRow], target: Path) -> bool:
     if not points:
         return False
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -125,6 +126,10 @@ def plot_ap_vs_learning_rate(rows: list[ExperimentRow], target: Path) -> bool:
     if converted:
         axes.axhline(converted[0], color="grey", linestyle="--", label="converted (no fine-tune)")
     axes.set_xscale("log")
+    # Label exactly the learning rates that were tried; log-axis minor labels collide.
+    rates = sorted({r.learning_rate for r in points})
+    axes.set_xticks(rates, [f"{rate:g}" for rate in rates])
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes.set_xlabel("learning rate")
     axes.set_ylabel("COCO AP (fine-tuned)")
     axes.grid(True, alpha=0.3)
