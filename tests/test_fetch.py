@@ -612,3 +612,30 @@ def test_cli_subprocess_exit_code(tmp_path) -> None:
         "point zoo.url at the model's .tar.gz"
     ]
     assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink", "device"])
+def test_pythons_without_tar_filters_still_refuse_malicious_members(
+    kind, tmp_path, monkeypatch
+) -> None:
+    """Python 3.11.0-3.11.3 (e.g. Debian 12's 3.11.2) has no `filter=` for extractall."""
+    monkeypatch.setattr("pipeline.zoo.extract._HAS_DATA_FILTER", False)
+    test_malicious_members_are_refused(kind, tmp_path)
+
+
+def test_pythons_without_tar_filters_extract_with_safe_modes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("pipeline.zoo.extract._HAS_DATA_FILTER", False)
+    archive = tmp_path / "m.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, payload in _model_files().items():
+            info = tarfile.TarInfo(f"{TOP}/{name}")
+            info.size = len(payload)
+            info.mode = 0o6777  # setuid + setgid + world-writable
+            info.uid, info.gid = 4321, 4321
+            tar.addfile(info, io.BytesIO(payload))
+    out = fetch_zoo_model(str(archive), tmp_path / "zoo")
+    _assert_model(out)
+    for path in out.iterdir():
+        if path.name in _model_files():
+            assert path.stat().st_mode & 0o7777 == 0o755, path
+            assert path.stat().st_uid == os.getuid()

@@ -2,7 +2,8 @@
 
 Every member is checked before anything is written (no absolute paths, no `..`, no links leaving
 the target, no device files or fifos), and extraction then runs under tarfile's own `data` filter
-as a second line of defence. Zoo tarballs hold one top-level folder
+as a second line of defence (on Pythons older than 3.11.4, which lack the filter, its mode and
+owner rules are applied by hand). Zoo tarballs hold one top-level folder
 (`ssd_mobilenet_v2_coco_2018_03_29/...`); that folder is flattened so the output holds the model
 files directly.
 """
@@ -67,10 +68,10 @@ def safe_extract(archive: Path, dest: Path, *, display: str) -> None:
                 raise PipelineError(f"{display}: archive is empty; fetch it again")
             for member in members:
                 _check_member(member, display)
-            tar.extractall(dest, members=members, filter="data")
+            _extract_checked(tar, dest, members)
     except PipelineError:
         raise
-    except tarfile.FilterError as error:
+    except _FILTER_ERRORS as error:
         raise PipelineError(
             f"{display}: unsafe archive member ({error}); refusing to extract it"
         ) from error
@@ -81,6 +82,29 @@ def safe_extract(archive: Path, dest: Path, *, display: str) -> None:
         ) from error
     except OSError as error:
         raise PipelineError(f"{display}: cannot extract to {dest} ({_short(error)})") from error
+
+
+# tarfile's extraction filters arrived in Python 3.11.4 (and 3.10.12, 3.12); older 3.11 releases,
+# such as Debian 12's 3.11.2, lack them.
+_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+_FILTER_ERRORS: tuple[type[BaseException], ...] = (
+    (tarfile.FilterError,) if hasattr(tarfile, "FilterError") else ()
+)
+
+
+def _extract_checked(tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo]) -> None:
+    """Extract members that `_check_member` accepted, with the `data` filter where it exists."""
+    if _HAS_DATA_FILTER:
+        tar.extractall(dest, members=members, filter="data")
+        return
+    # Without the filter, do the rest of what it does: no setuid/setgid/sticky bits, no group or
+    # world write, files owner-readable/writable, and no ownership taken from the archive.
+    for member in members:
+        base = 0o700 if member.isdir() else 0o600
+        member.mode = (member.mode | base) & 0o755
+        member.uid, member.gid = os.getuid(), os.getgid()
+        member.uname = member.gname = ""
+    tar.extractall(dest, members=members)
 
 
 def _check_member(member: tarfile.TarInfo, display: str) -> None:
