@@ -54,3 +54,55 @@ def synthetic_zoos(tmp_path_factory: pytest.TempPathFactory, tf1_zoo_dir: Path) 
     root = tmp_path_factory.mktemp("zoo")
     names = ("ssd_mobilenet_v2_coco_2018_03_29", "ssd_mobilenet_v1_coco_2018_01_28")
     return {name: make_synthetic_zoo_dir(tf1_zoo_dir / name, root / name) for name in names}
+
+
+TF1_REFERENCE = Path(os.environ.get("TF1_REFERENCE", SHARED_FIXTURES.parent / "tf1_reference"))
+
+
+@pytest.fixture(scope="session")
+def tf1_reference_python() -> Path:
+    """Python of the TF1 OD API reference venv (`../shared/tf1_reference`), built by its own
+    setup.sh when absent (about a minute with a warm pip cache). Never import it here: it runs in
+    subprocesses only, since it switches its whole process to TF1 behaviour."""
+    import subprocess
+
+    setup = _require(TF1_REFERENCE / "setup.sh")
+    result = subprocess.run(
+        ["bash", str(setup)], capture_output=True, text=True, check=False, timeout=1800
+    )
+    if result.returncode != 0:
+        pytest.fail(f"{setup} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    venv = Path(result.stdout.strip().splitlines()[-1])
+    return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def tf1_reference_export(tf1_reference_python: Path, tmp_path_factory: pytest.TempPathFactory):
+    """make_zoo_dir(pipeline_config, seed=0) -> a zoo directory exported by the TF1 OD API's own
+    exporter (frozen graph, model.ckpt.*, saved_model/, pipeline.config), cached per session.
+    Treat the result as read-only: copy it before changing it."""
+    import subprocess
+
+    made: dict[tuple[str, int], Path] = {}
+
+    def make_zoo_dir(pipeline_config: Path, seed: int = 0) -> Path:
+        key = (str(Path(pipeline_config).resolve()), seed)
+        if key not in made:
+            out = tmp_path_factory.mktemp("tf1_export") / Path(pipeline_config).stem
+            command = [
+                str(tf1_reference_python),
+                str(TF1_REFERENCE / "make_zoo_dir.py"),
+                "--pipeline-config",
+                str(pipeline_config),
+                "--out",
+                str(out),
+                "--seed",
+                str(seed),
+            ]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                pytest.fail(f"make_zoo_dir.py failed:\n{result.stderr[-3000:]}")
+            made[key] = out
+        return made[key]
+
+    return make_zoo_dir
