@@ -1,4 +1,4 @@
-"""MobileNet v1/v2 backbones laid out exactly as the TF1 SSD feature extractors.
+"""MobileNet v1/v2/v3 backbones laid out exactly as the TF1 SSD feature extractors.
 
 Built from Model Garden blocks (`Conv2DBNBlock`, `nn_blocks.InvertedBottleneckBlock`,
 `nn_blocks.DepthwiseSeparableConvBlock`) and registered with Model Garden's backbone factory as
@@ -8,6 +8,14 @@ at stride 16), which no Model Garden endpoint exposes, and TF1 scales depths wit
 (16 in the zoo configs) where Model Garden uses 8. Here that block is split into its 1x1 expansion
 (a `Conv2DBNBlock`, tapped) and an `InvertedBottleneckBlock` with expand_ratio 1 (depthwise +
 projection); the block has stride 2, so no residual connection is lost by the split.
+
+MobileNet v3 (`ssd_mobilenet_v3_large` / `_small`) is built the same way from slim's
+V3_LARGE_DETECTION / V3_SMALL_DETECTION conv defs (`mobilenet_defs.V3_DETECTION`: the last
+stride-32 blocks at half depth), tapping `layer_14` / `layer_10` expansion outputs. Model
+Garden's block options are exact for it: hard-swish is slim's x * relu6(x + 3) / 6, and the
+squeeze-excite (`se_ratio` 0.25 of the expanded depth, `expand_se_in_filters`, relu inner,
+`hard_sigmoid` gate relu6(x + 3) * 0.16667, conv biases) is slim's `squeeze_excite` with
+mobilenet_v3's parameters.
 
 Outputs {'4': stride-16 map, '5': stride-32 map}. Every weight-holding layer is recorded in
 `self.tf1_layout` with its TF1 scope (`FeatureExtractor/MobilenetV2/...`).
@@ -51,14 +59,20 @@ _V1_TAPS = {11: "4", 13: "5"}
 SCOPES = {
     "ssd_mobilenet_v2": "FeatureExtractor/MobilenetV2",
     "ssd_mobilenet_v1": "FeatureExtractor/MobilenetV1",
+    **{architecture: "FeatureExtractor/MobilenetV3" for architecture in defs.V3_DETECTION},
 }
 # The TF1 endpoint the SSD extra layers are stacked on (it prefixes their scope names).
-LAST_ENDPOINT = {"ssd_mobilenet_v2": "layer_19", "ssd_mobilenet_v1": "Conv2d_13_pointwise"}
+LAST_ENDPOINT = {
+    "ssd_mobilenet_v2": "layer_19",
+    "ssd_mobilenet_v1": "Conv2d_13_pointwise",
+    **{architecture: v3.last_endpoint for architecture, v3 in defs.V3_DETECTION.items()},
+}
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class TF1MobileNetBackbone(tf_keras.Model):
-    """The MobileNet part of a TF1 `ssd_mobilenet_v1` / `ssd_mobilenet_v2` feature extractor."""
+    """The MobileNet part of a TF1 `ssd_mobilenet_v1` / `_v2` / `_v3_large` / `_v3_small`
+    feature extractor."""
 
     def __init__(
         self,
@@ -101,6 +115,8 @@ class TF1MobileNetBackbone(tf_keras.Model):
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         if architecture == "ssd_mobilenet_v2":
             endpoints = self._mobilenet_v2(inputs, layout)
+        elif architecture in defs.V3_DETECTION:
+            endpoints = self._mobilenet_v3(inputs, layout)
         else:
             endpoints = self._mobilenet_v1(inputs, layout)
         super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
@@ -125,57 +141,150 @@ class TF1MobileNetBackbone(tf_keras.Model):
         layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
         in_depth = depth(defs.V2_FIRST_CONV_DEPTH)
         endpoints = {}
-        ib_kwargs = {
-            "kernel_size": 3,
-            "activation": "relu6",
-            "divisible_by": 8,
-            "use_residual": True,
-            "bias_regularizer": None,
-            **self._block_kwargs,
-        }
         for index, (stride, out, expand_ratio) in enumerate(defs.V2_EXPANDED_CONVS):
             name = "expanded_conv" if index == 0 else f"expanded_conv_{index}"
-            out_depth = depth(out)
-            if index == defs.V2_TAP_EXPANDED_CONV:
-                expanded = nn_layers.make_divisible(in_depth * expand_ratio, 8)
-                expand = Conv2DBNBlock(
-                    filters=expanded,
-                    kernel_size=1,
-                    strides=1,
-                    activation="relu6",
-                    **self._block_kwargs,
-                )
-                x = expand(x)
-                layout.conv_bn(f"{scope}/{name}/expand", expand, "_conv0", "_norm0")
-                endpoints["4"] = x
-                block = nn_blocks.InvertedBottleneckBlock(
-                    in_filters=expanded,
-                    out_filters=out_depth,
-                    expand_ratio=1,
-                    strides=stride,
-                    **ib_kwargs,
-                )
-                if stride == 1 and expanded == out_depth:
-                    raise ValueError(f"{name}: splitting a residual block would drop its shortcut")
-            else:
-                block = nn_blocks.InvertedBottleneckBlock(
-                    in_filters=in_depth,
-                    out_filters=out_depth,
-                    expand_ratio=expand_ratio,
-                    strides=stride,
-                    **ib_kwargs,
-                )
-                if expand_ratio > 1:
-                    layout.conv_bn(f"{scope}/{name}/expand", block, "_conv0", "_norm0")
-            x = block(x)
-            layout.conv_bn(f"{scope}/{name}/depthwise", block, "_conv1", "_norm1", depthwise=True)
-            layout.conv_bn(f"{scope}/{name}/project", block, "_conv2", "_norm2")
-            in_depth = out_depth
+            x, tapped = self._expanded_conv(
+                x,
+                layout,
+                f"{scope}/{name}",
+                in_depth,
+                depth(out),
+                expand_ratio,
+                stride,
+                tap=index == defs.V2_TAP_EXPANDED_CONV,
+            )
+            if tapped is not None:
+                endpoints["4"] = tapped
+            in_depth = depth(out)
         block = Conv2DBNBlock(
             filters=depth(defs.V2_LAST_CONV_DEPTH),
             kernel_size=1,
             strides=1,
             activation="relu6",
+            **self._block_kwargs,
+        )
+        endpoints["5"] = block(x)
+        layout.conv_bn(f"{scope}/Conv_1", block, "_conv0", "_norm0")
+        return endpoints
+
+    def _expanded_conv(
+        self,
+        x: tf.Tensor,
+        layout: TF1Layout,
+        scope: str,
+        in_depth: int,
+        out_depth: int,
+        expand_ratio: float,
+        stride: int,
+        kernel_size: int = 3,
+        activation: str = "relu6",
+        squeeze_excite: bool = False,
+        tap: bool = False,
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+        """slim `conv_blocks.expanded_conv` as a Model Garden `InvertedBottleneckBlock`; with
+        `tap`, split after the expansion and also return the expansion output (the SSD's
+        `layer_N/expansion_output`). Returns (output, expansion output or None)."""
+        ib_kwargs: dict[str, Any] = {
+            "kernel_size": kernel_size,
+            "activation": activation,
+            "divisible_by": 8,
+            "use_residual": True,
+            "bias_regularizer": None,
+            **self._block_kwargs,
+        }
+        if squeeze_excite:
+            # slim mobilenet_v3 `squeeze_excite` on the depthwise output: squeeze to
+            # _make_divisible(expanded / 4, 8) with relu, gate with relu6(x + 3) * 0.16667.
+            ib_kwargs.update(
+                se_ratio=1.0 / defs.V3_SE_SQUEEZE_FACTOR,
+                expand_se_in_filters=True,
+                se_inner_activation="relu",
+                se_gating_activation="hard_sigmoid",
+            )
+        tapped = None
+        if tap:
+            expanded = nn_layers.make_divisible(in_depth * expand_ratio, 8)
+            expand = Conv2DBNBlock(
+                filters=expanded,
+                kernel_size=1,
+                strides=1,
+                activation=activation,
+                **self._block_kwargs,
+            )
+            x = tapped = expand(x)
+            layout.conv_bn(f"{scope}/expand", expand, "_conv0", "_norm0")
+            if stride == 1 and expanded == out_depth:
+                raise ValueError(f"{scope}: splitting a residual block would drop its shortcut")
+            block = nn_blocks.InvertedBottleneckBlock(
+                in_filters=expanded,
+                out_filters=out_depth,
+                expand_ratio=1,
+                strides=stride,
+                **ib_kwargs,
+            )
+        else:
+            block = nn_blocks.InvertedBottleneckBlock(
+                in_filters=in_depth,
+                out_filters=out_depth,
+                expand_ratio=expand_ratio,
+                strides=stride,
+                **ib_kwargs,
+            )
+        x = block(x)
+        if expand_ratio > 1 and not tap:
+            layout.conv_bn(f"{scope}/expand", block, "_conv0", "_norm0")
+        layout.conv_bn(f"{scope}/depthwise", block, "_conv1", "_norm1", depthwise=True)
+        if squeeze_excite:
+            se = block._squeeze_excitation
+            layout.add(f"{scope}/squeeze_excite/Conv", "conv_bias", se, "_se_reduce")
+            layout.add(f"{scope}/squeeze_excite/Conv_1", "conv_bias", se, "_se_expand")
+        layout.conv_bn(f"{scope}/project", block, "_conv2", "_norm2")
+        return x, tapped
+
+    def _mobilenet_v3(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
+        cfg = self._config_dict
+        scope = SCOPES[cfg["architecture"]]
+        conv_defs = defs.V3_DETECTION[cfg["architecture"]]
+
+        def depth(d: int) -> int:
+            return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
+
+        # mobilenet_v3's conv defs name every activation explicitly, so an overriding
+        # conv_hyperparams activation does not reach the base (unlike mobilenet_v1).
+        block = Conv2DBNBlock(
+            filters=depth(conv_defs.first_conv_depth),
+            kernel_size=3,
+            strides=2,
+            activation="hard_swish",
+            **self._block_kwargs,
+        )
+        x = block(inputs)
+        layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
+        in_depth = depth(conv_defs.first_conv_depth)
+        endpoints = {}
+        for index, spec in enumerate(conv_defs.blocks):
+            name = "expanded_conv" if index == 0 else f"expanded_conv_{index}"
+            x, tapped = self._expanded_conv(
+                x,
+                layout,
+                f"{scope}/{name}",
+                in_depth,
+                depth(spec.depth),
+                spec.expand_ratio,
+                spec.stride,
+                kernel_size=spec.kernel_size,
+                activation=spec.activation,
+                squeeze_excite=spec.squeeze_excite,
+                tap=index == conv_defs.tap_block,
+            )
+            if tapped is not None:
+                endpoints["4"] = tapped
+            in_depth = depth(spec.depth)
+        block = Conv2DBNBlock(
+            filters=depth(conv_defs.last_conv_depth),
+            kernel_size=1,
+            strides=1,
+            activation="hard_swish",
             **self._block_kwargs,
         )
         endpoints["5"] = block(x)
@@ -235,7 +344,8 @@ class TF1SSDMobileNetConfig(hyperparams.Config):
     depth_multiplier: float = 1.0
     min_depth: int = 16
     # TF1 keeps MobileNet's own relu6 / scaled BatchNorm unless the config sets
-    # override_base_feature_extractor_hyperparams (v2 keeps relu6 even then).
+    # override_base_feature_extractor_hyperparams (v2 keeps relu6 even then; v3 names its own
+    # relu / hard-swish per layer).
     activation: str = "relu6"
     batch_norm_scale: bool = True
     batch_norm_center: bool = True

@@ -17,14 +17,19 @@ import typing
 from collections.abc import Mapping
 from typing import Any
 
-SUPPORTED_ARCHITECTURES = ("ssd_mobilenet_v2", "ssd_mobilenet_v1")
+SUPPORTED_ARCHITECTURES = (
+    "ssd_mobilenet_v2",
+    "ssd_mobilenet_v1",
+    "ssd_mobilenet_v3_large",
+    "ssd_mobilenet_v3_small",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureExtractorSpec:
     """`model.ssd.feature_extractor` plus the hyperparameters its layers are built with."""
 
-    # 'ssd_mobilenet_v2' | 'ssd_mobilenet_v1' (the TF1 `type` string).
+    # One of SUPPORTED_ARCHITECTURES (the TF1 `type` string).
     type: str = "ssd_mobilenet_v2"
     depth_multiplier: float = 1.0
     min_depth: int = 16

@@ -310,7 +310,10 @@ class _Translator:
         if post.HasField("calibration_config"):
             raise self.fail(f"{field}.calibration_config", "is set", "remove score calibration")
         nms = post.batch_non_max_suppression
-        for name in ("use_class_agnostic_nms", "use_static_shapes", "use_partitioned_nms"):
+        # use_static_shapes is accepted: padded per-class NMS selects the same boxes, it only pads
+        # each class's selection (score -1, dropped by the final sort) and the output, which
+        # num_detections bounds here too.
+        for name in ("use_class_agnostic_nms", "use_partitioned_nms"):
             if getattr(nms, name):
                 raise self.fail(
                     f"{field}.batch_non_max_suppression.{name}",
