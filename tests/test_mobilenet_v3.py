@@ -173,3 +173,13 @@ def test_v3_large_fine_tunes_and_freeze_choices_resolve(converted_large, coco_ti
     losses = (result.out_dir / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()
     values = [float(line.split("\t")[1]) for line in losses[1:]]
     assert len(values) == 2 and all(np.isfinite(values))
+
+
+@pytest.mark.parametrize("size", ["large", "small"])
+def test_v3_zoo_entries_compose(size) -> None:
+    from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES
+    from pipeline.params import compose
+
+    zoo = compose(Path("conf"), [f"zoo=ssd_mobilenet_v3_{size}_coco"]).zoo
+    assert zoo.architecture == f"ssd_mobilenet_v3_{size}" in SUPPORTED_ARCHITECTURES
+    assert zoo.url == (f"http://download.tensorflow.org/models/object_detection/{zoo.name}.tar.gz")
