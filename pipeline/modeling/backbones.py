@@ -33,6 +33,7 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
+from pipeline.modeling import inception
 from pipeline.modeling import mobilenet_defs as defs
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
@@ -60,13 +61,17 @@ SCOPES = {
     "ssd_mobilenet_v2": "FeatureExtractor/MobilenetV2",
     "ssd_mobilenet_v1": "FeatureExtractor/MobilenetV1",
     **{architecture: "FeatureExtractor/MobilenetV3" for architecture in defs.V3_DETECTION},
+    inception.ARCHITECTURE: inception.SCOPE,
 }
 # The TF1 endpoint the SSD extra layers are stacked on (it prefixes their scope names).
 LAST_ENDPOINT = {
     "ssd_mobilenet_v2": "layer_19",
     "ssd_mobilenet_v1": "Conv2d_13_pointwise",
     **{architecture: v3.last_endpoint for architecture, v3 in defs.V3_DETECTION.items()},
+    inception.ARCHITECTURE: inception.LAST_ENDPOINT,
 }
+# Model Garden backbone type of each architecture (the rest are `tf1_ssd_mobilenet`).
+BACKBONE_TYPES = {inception.ARCHITECTURE: inception.BACKBONE_TYPE}
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -89,8 +94,9 @@ class TF1MobileNetBackbone(tf_keras.Model):
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         **kwargs: Any,
     ) -> None:
-        if architecture not in SCOPES:
-            raise ValueError(f"unsupported architecture {architecture!r}; use one of {SCOPES}")
+        if architecture not in SCOPES or architecture in BACKBONE_TYPES:
+            mobilenets = [name for name in SCOPES if name not in BACKBONE_TYPES]
+            raise ValueError(f"unsupported architecture {architecture!r}; use one of {mobilenets}")
         input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, 300, 300, 3])
         self._config_dict = {
             "architecture": architecture,
@@ -353,11 +359,14 @@ class TF1SSDMobileNetConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class BackboneConfig(hyperparams.OneOfConfig):
-    """A Model Garden backbone one-of holding the TF1 SSD MobileNet choice."""
+    """A Model Garden backbone one-of holding the TF1 SSD feature extractor choice."""
 
     type: str | None = BACKBONE_TYPE
     tf1_ssd_mobilenet: TF1SSDMobileNetConfig = dataclasses.field(
         default_factory=TF1SSDMobileNetConfig
+    )
+    tf1_ssd_inception_v2: inception.TF1SSDInceptionV2Config = dataclasses.field(
+        default_factory=inception.TF1SSDInceptionV2Config
     )
 
 

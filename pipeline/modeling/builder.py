@@ -24,6 +24,7 @@ from official.vision.modeling.retinanet_model import RetinaNetModel
 
 from pipeline.errors import PipelineError
 from pipeline.modeling import anchors as anchor_lib
+from pipeline.modeling import inception
 from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
 from pipeline.modeling.decoders import DecoderConfig, SSDExtraLayersConfig
 from pipeline.modeling.heads import SSDHead
@@ -51,26 +52,42 @@ class SSDModelConfig(hyperparams.Config):
 def model_config(spec: SSDSpec) -> SSDModelConfig:
     extractor = spec.feature_extractor
     # The MobileNet base keeps slim's BatchNorm epsilon unless the config overrides its
-    # hyperparameters (override_base_feature_extractor_hyperparams).
-    override = extractor.override_base_feature_extractor_hyperparams
+    # hyperparameters (override_base_feature_extractor_hyperparams); ssd_inception_v2 always
+    # builds its base under the config's conv_hyperparams.
+    inception_base = spec.architecture == inception.ARCHITECTURE
+    override = extractor.override_base_feature_extractor_hyperparams or inception_base
     base_epsilon = extractor.batch_norm_epsilon if override else 0.001
-    # mobilenet_v2's conv defs set relu6 inside any outer arg_scope; mobilenet_v1 takes the
-    # overriding activation.
-    base_activation = (
-        extractor.activation if override and spec.architecture == "ssd_mobilenet_v1" else "relu6"
-    )
-    return SSDModelConfig(
-        backbone=BackboneConfig(
+    # mobilenet_v2/v3's conv defs set their activations inside any outer arg_scope;
+    # mobilenet_v1 and inception_v2 take the overriding activation.
+    takes_activation = spec.architecture in ("ssd_mobilenet_v1", inception.ARCHITECTURE)
+    base_activation = extractor.activation if override and takes_activation else "relu6"
+    base_scale = extractor.batch_norm_scale if override else True
+    base_center = extractor.batch_norm_center if override else True
+    if inception_base:
+        backbone = BackboneConfig(
+            type=inception.BACKBONE_TYPE,
+            tf1_ssd_inception_v2=inception.TF1SSDInceptionV2Config(
+                depth_multiplier=extractor.depth_multiplier,
+                min_depth=extractor.min_depth,
+                activation=base_activation,
+                batch_norm_scale=base_scale,
+                batch_norm_center=base_center,
+            ),
+        )
+    else:
+        backbone = BackboneConfig(
             type="tf1_ssd_mobilenet",
             tf1_ssd_mobilenet=TF1SSDMobileNetConfig(
                 architecture=spec.architecture,
                 depth_multiplier=extractor.depth_multiplier,
                 min_depth=extractor.min_depth,
                 activation=base_activation,
-                batch_norm_scale=extractor.batch_norm_scale if override else True,
-                batch_norm_center=extractor.batch_norm_center if override else True,
+                batch_norm_scale=base_scale,
+                batch_norm_center=base_center,
             ),
-        ),
+        )
+    return SSDModelConfig(
+        backbone=backbone,
         decoder=DecoderConfig(
             type="tf1_ssd_extra_layers",
             tf1_ssd_extra_layers=SSDExtraLayersConfig(

@@ -22,6 +22,7 @@ SUPPORTED_ARCHITECTURES = (
     "ssd_mobilenet_v1",
     "ssd_mobilenet_v3_large",
     "ssd_mobilenet_v3_small",
+    "ssd_inception_v2",
 )
 
 

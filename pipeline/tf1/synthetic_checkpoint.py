@@ -87,6 +87,9 @@ def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0
             # Heads are linear; `calibrate_heads` rescales them to a target output spread.
             std = np.sqrt(1.0 / fan_in)
         value = rng.normal(0.0, std, size=shape)
+    elif leaf == "pointwise_weights" and len(shape) == 4:
+        # The 1x1 half of a fused separable conv (slim separable_conv2d with num_outputs).
+        value = rng.normal(0.0, np.sqrt(2.0 / shape[2]), size=shape)
     elif leaf == "depthwise_weights" and len(shape) == 4:
         value = rng.normal(0.0, np.sqrt(2.0 / (shape[0] * shape[1])), size=shape)
     elif leaf == "gamma":
