@@ -7,6 +7,8 @@
   bench/bench_training.py.
 - `write_tfrecords(path, coco_dir, ...)`: TFRecords with Model Garden's tf_example_decoder keys from
   the real COCO subset, classes folded onto 1..3.
+- `check_freezing_and_finetune(converted, ...)`: every conf/train/freeze choice resolves on a
+  converted model and a short fine-tune runs from it (for each architecture's tests).
 """
 
 from __future__ import annotations
@@ -150,3 +152,37 @@ def train_params(**overrides):
     for key, value in overrides.items():
         OmegaConf.update(config, key, value, merge=False)
     return config
+
+
+def check_freezing_and_finetune(converted: Path, coco_dir: Path, out: Path, num_classes: int):
+    """Each conf/train/freeze/*.yaml splits the converted model's variables (something trained,
+    something frozen unless `none`), then 2 fine-tune steps restore every weight and give finite
+    losses. Returns the fine-tune summary."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    from pipeline.modeling import load_converted
+    from pipeline.training.finetune import finetune
+    from pipeline.training.freezing import FreezeSettings, plan_freezing
+
+    model, _ = load_converted(converted)
+    for path in sorted(Path("conf/train/freeze").glob("*.yaml")):
+        conf = OmegaConf.load(path)
+        settings = FreezeSettings(
+            conf.name, tuple(conf.modules), tuple(conf.patterns), tuple(conf.trainable_patterns)
+        )
+        plan = plan_freezing(model, settings)
+        assert plan.trained_paths, path.name
+        assert bool(plan.frozen_paths) == (conf.name != "none"), path.name
+    records = write_tfrecords(out / "train.tfrecord", coco_dir, limit=4, num_classes=num_classes)
+    params = train_params(steps=2, batch_size=2, checkpoint_every_steps=2, **{
+        "optimizer.learning_rate": 1e-3
+    })  # fmt: skip
+    result = finetune(params, converted, str(records), out / "finetuned", export=False)
+    assert result.summary["steps"] == 2
+    assert not result.summary["restore"]["reinitialized"]
+    lines = (result.out_dir / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()
+    losses = [float(line.split("\t")[1]) for line in lines[1:]]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    return result.summary
