@@ -18,6 +18,7 @@ SUPPORTED_SAMPLES = {
     "ssd_mobilenet_v2_coco.config": ("ssd_mobilenet_v2", 1, False, False),
     "ssdlite_mobilenet_v1_coco.config": ("ssd_mobilenet_v1", 3, True, True),
     "ssd_mobilenet_v1_0.75_depth_300x300_coco14_sync.config": ("ssd_mobilenet_v1", 1, False, False),
+    "ssd_inception_v2_coco.config": ("ssd_inception_v2", 3, False, False),
 }
 UNSUPPORTED_SAMPLES = {
     "embedded_ssd_mobilenet_v1_coco.config": "embedded_ssd_mobilenet_v1",
@@ -28,7 +29,6 @@ UNSUPPORTED_SAMPLES = {
     "mask_rcnn_inception_v2_coco.config": "faster_rcnn_inception_v2",
     "mask_rcnn_resnet50_atrous_coco.config": "faster_rcnn_resnet50",
     "rfcn_resnet101_coco.config": "faster_rcnn_resnet101",
-    "ssd_inception_v2_coco.config": "ssd_inception_v2",
     "ssd_mobilenet_v1_fpn_shared_box_predictor_640x640_coco14_sync.config": "ssd_mobilenet_v1_fpn",
     "ssd_mobilenet_v1_ppn_shared_box_predictor_300x300_coco14_sync.config": "ssd_mobilenet_v1_ppn",
     "ssd_resnet50_v1_fpn_shared_box_predictor_640x640_coco14_sync.config": "ssd_resnet50_v1_fpn",
@@ -89,7 +89,7 @@ def test_unsupported_sample_configs_name_the_architecture(od_api_configs: Path, 
     message = str(error.value)
     assert name in message
     assert f"describes {UNSUPPORTED_SAMPLES[name]}," in message
-    assert "ssd_mobilenet_v2 or ssd_mobilenet_v1" in message
+    assert "feature_extractor.type ssd_mobilenet_v2, ssd_mobilenet_v1, " in message
     assert "\n" not in message
 
 

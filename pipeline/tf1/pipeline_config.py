@@ -28,7 +28,11 @@ from pipeline.modeling.spec import (
 )
 from pipeline.tf1.protos.pipeline_subset import message_class
 
-SUPPORTED_DESCRIPTION = "ssd with feature_extractor.type " + " or ".join(SUPPORTED_ARCHITECTURES)
+SUPPORTED_DESCRIPTION = (
+    "ssd with feature_extractor.type "
+    + ", ".join(SUPPORTED_ARCHITECTURES[:-1])
+    + f" or {SUPPORTED_ARCHITECTURES[-1]}"
+)
 _ACTIVATIONS = {"NONE": "linear", "RELU": "relu", "RELU_6": "relu6"}
 
 
