@@ -533,11 +533,12 @@ CONF_ZOO = Path(__file__).resolve().parents[1] / "conf" / "zoo"
 
 @pytest.mark.parametrize("entry", sorted(CONF_ZOO.glob("*.yaml")), ids=lambda p: p.stem)
 def test_zoo_registry_entries(entry) -> None:
+    from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES
     from pipeline.zoo.integrity import normalize_sha256
 
     conf = yaml.safe_load(entry.read_text())
     assert {"name", "url", "sha256", "architecture"} <= set(conf)
-    assert conf["architecture"] in {"ssd_mobilenet_v1", "ssd_mobilenet_v2"}
+    assert conf["architecture"] in SUPPORTED_ARCHITECTURES
     normalize_sha256(conf["sha256"])
     if conf["url"].startswith("http"):
         assert conf["url"].endswith(f"/{conf['name']}.tar.gz")

@@ -120,58 +120,14 @@ class TF1MobileNetBackbone(tf_keras.Model):
         layout = TF1Layout("backbone", bn_implied(batch_norm_scale, batch_norm_center))
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         if architecture == "ssd_mobilenet_v2":
-            endpoints = self._mobilenet_v2(inputs, layout)
+            endpoints = self._mobilenet_v2_v3(inputs, layout, defs.V2)
         elif architecture in defs.V3_DETECTION:
-            endpoints = self._mobilenet_v3(inputs, layout)
+            endpoints = self._mobilenet_v2_v3(inputs, layout, defs.V3_DETECTION[architecture])
         else:
             endpoints = self._mobilenet_v1(inputs, layout)
         super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
         self._output_specs = {level: t.get_shape() for level, t in endpoints.items()}
         self.tf1_layout = layout
-
-    def _mobilenet_v2(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
-        cfg = self._config_dict
-        scope = SCOPES["ssd_mobilenet_v2"]
-
-        def depth(d: int) -> int:
-            return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
-
-        block = Conv2DBNBlock(
-            filters=depth(defs.V2_FIRST_CONV_DEPTH),
-            kernel_size=3,
-            strides=2,
-            activation="relu6",
-            **self._block_kwargs,
-        )
-        x = block(inputs)
-        layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
-        in_depth = depth(defs.V2_FIRST_CONV_DEPTH)
-        endpoints = {}
-        for index, (stride, out, expand_ratio) in enumerate(defs.V2_EXPANDED_CONVS):
-            name = "expanded_conv" if index == 0 else f"expanded_conv_{index}"
-            x, tapped = self._expanded_conv(
-                x,
-                layout,
-                f"{scope}/{name}",
-                in_depth,
-                depth(out),
-                expand_ratio,
-                stride,
-                tap=index == defs.V2_TAP_EXPANDED_CONV,
-            )
-            if tapped is not None:
-                endpoints["4"] = tapped
-            in_depth = depth(out)
-        block = Conv2DBNBlock(
-            filters=depth(defs.V2_LAST_CONV_DEPTH),
-            kernel_size=1,
-            strides=1,
-            activation="relu6",
-            **self._block_kwargs,
-        )
-        endpoints["5"] = block(x)
-        layout.conv_bn(f"{scope}/Conv_1", block, "_conv0", "_norm0")
-        return endpoints
 
     def _expanded_conv(
         self,
@@ -247,21 +203,23 @@ class TF1MobileNetBackbone(tf_keras.Model):
         layout.conv_bn(f"{scope}/project", block, "_conv2", "_norm2")
         return x, tapped
 
-    def _mobilenet_v3(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
+    def _mobilenet_v2_v3(
+        self, inputs: tf.Tensor, layout: TF1Layout, conv_defs: defs.MobileNetDef
+    ) -> dict[str, tf.Tensor]:
+        """slim `mobilenet.mobilenet_base` over a v2 or v3 conv def, to the SSD's last endpoint.
+        Its conv defs name every activation explicitly, so an overriding conv_hyperparams
+        activation does not reach the base (unlike mobilenet_v1)."""
         cfg = self._config_dict
         scope = SCOPES[cfg["architecture"]]
-        conv_defs = defs.V3_DETECTION[cfg["architecture"]]
 
         def depth(d: int) -> int:
             return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        # mobilenet_v3's conv defs name every activation explicitly, so an overriding
-        # conv_hyperparams activation does not reach the base (unlike mobilenet_v1).
         block = Conv2DBNBlock(
             filters=depth(conv_defs.first_conv_depth),
             kernel_size=3,
             strides=2,
-            activation="hard_swish",
+            activation=conv_defs.conv_activation,
             **self._block_kwargs,
         )
         x = block(inputs)
@@ -290,7 +248,7 @@ class TF1MobileNetBackbone(tf_keras.Model):
             filters=depth(conv_defs.last_conv_depth),
             kernel_size=1,
             strides=1,
-            activation="hard_swish",
+            activation=conv_defs.conv_activation,
             **self._block_kwargs,
         )
         endpoints["5"] = block(x)

@@ -67,38 +67,40 @@ def floor_depth(depth: float, depth_multiplier: float, min_depth: int) -> int:
     return max(int(depth * depth_multiplier), min_depth)
 
 
-class V3Block(NamedTuple):
-    """One `mbv3_op` / `mbv3_op_se` of slim mobilenet_v3: an `expanded_conv`."""
+class ExpandedConv(NamedTuple):
+    """One slim `conv_blocks.expanded_conv` (mobilenet_v2's ops, mobilenet_v3's `mbv3_op` /
+    `mbv3_op_se`)."""
 
     expand_ratio: float  # expansion = _make_divisible(input depth * expand_ratio, 8)
     depth: int  # num_outputs (projection depth) before the depth multiplier
     kernel_size: int  # depthwise kernel
     stride: int
-    activation: str  # inner (expansion + depthwise) activation: 'relu' | 'hard_swish'
+    activation: str  # inner (expansion + depthwise) activation: 'relu6' | 'relu' | 'hard_swish'
     squeeze_excite: bool
 
 
 @dataclasses.dataclass(frozen=True)
-class V3Def:
-    """A slim mobilenet_v3 conv def up to the SSD feature extractor's last endpoint.
+class MobileNetDef:
+    """A slim mobilenet_v2 / v3 conv def up to the SSD feature extractor's last endpoint.
 
-    The layers are slim's `spec` list in order: `Conv` (3x3, stride 2, hard-swish), the
-    expanded convs (`expanded_conv`, `expanded_conv_1`, ...), then `Conv_1` (1x1, hard-swish):
-    endpoint `layer_{i+1}` is spec entry i.
+    The layers are slim's `spec` list in order: `Conv` (3x3, stride 2), the expanded convs
+    (`expanded_conv`, `expanded_conv_1`, ...), then `Conv_1` (1x1), both convs with
+    `conv_activation`: endpoint `layer_{i+1}` is spec entry i.
     """
 
     first_conv_depth: int
-    blocks: tuple[V3Block, ...]
+    blocks: tuple[ExpandedConv, ...]
     last_conv_depth: int
     # The SSD's first feature map is this expanded conv's expansion output (stride 16).
     tap_block: int
+    conv_activation: str = "hard_swish"
 
     @property
     def last_endpoint(self) -> str:
         """`layer_N` of `Conv_1`, the SSD's second feature map (it prefixes the extra layers)."""
         return f"layer_{len(self.blocks) + 2}"
 
-    def reduce_tail(self, start_id: int, end_id: int, multiplier: float = 0.5) -> V3Def:
+    def reduce_tail(self, start_id: int, end_id: int, multiplier: float = 0.5) -> MobileNetDef:
         """mobilenet_v3 `_reduce_consecutive_layers`: num_outputs of spec entries
         start_id..end_id (0-based, entry 0 = `Conv`) times `multiplier`, rounded."""
 
@@ -120,45 +122,56 @@ class V3Def:
 _RE, _HS = "relu", "hard_swish"
 # mobilenet_v3.V3_LARGE up to its `Conv_1` (960); the pooling and 1280-wide logits conv after it
 # are not part of the SSD base.
-V3_LARGE = V3Def(
+V3_LARGE = MobileNetDef(
     first_conv_depth=16,
     blocks=(
-        V3Block(1, 16, 3, 1, _RE, False),
-        V3Block(4, 24, 3, 2, _RE, False),
-        V3Block(3, 24, 3, 1, _RE, False),
-        V3Block(3, 40, 5, 2, _RE, True),
-        V3Block(3, 40, 5, 1, _RE, True),
-        V3Block(3, 40, 5, 1, _RE, True),
-        V3Block(6, 80, 3, 2, _HS, False),
-        V3Block(2.5, 80, 3, 1, _HS, False),
-        V3Block(184 / 80.0, 80, 3, 1, _HS, False),
-        V3Block(184 / 80.0, 80, 3, 1, _HS, False),
-        V3Block(6, 112, 3, 1, _HS, True),
-        V3Block(6, 112, 3, 1, _HS, True),
-        V3Block(6, 160, 5, 2, _HS, True),
-        V3Block(6, 160, 5, 1, _HS, True),
-        V3Block(6, 160, 5, 1, _HS, True),
+        ExpandedConv(1, 16, 3, 1, _RE, False),
+        ExpandedConv(4, 24, 3, 2, _RE, False),
+        ExpandedConv(3, 24, 3, 1, _RE, False),
+        ExpandedConv(3, 40, 5, 2, _RE, True),
+        ExpandedConv(3, 40, 5, 1, _RE, True),
+        ExpandedConv(3, 40, 5, 1, _RE, True),
+        ExpandedConv(6, 80, 3, 2, _HS, False),
+        ExpandedConv(2.5, 80, 3, 1, _HS, False),
+        ExpandedConv(184 / 80.0, 80, 3, 1, _HS, False),
+        ExpandedConv(184 / 80.0, 80, 3, 1, _HS, False),
+        ExpandedConv(6, 112, 3, 1, _HS, True),
+        ExpandedConv(6, 112, 3, 1, _HS, True),
+        ExpandedConv(6, 160, 5, 2, _HS, True),
+        ExpandedConv(6, 160, 5, 1, _HS, True),
+        ExpandedConv(6, 160, 5, 1, _HS, True),
     ),
     last_conv_depth=960,
     tap_block=12,  # `layer_14/expansion_output`
 )
-V3_SMALL = V3Def(
+V3_SMALL = MobileNetDef(
     first_conv_depth=16,
     blocks=(
-        V3Block(1, 16, 3, 2, _RE, True),
-        V3Block(72.0 / 16, 24, 3, 2, _RE, False),
-        V3Block(88.0 / 24, 24, 3, 1, _RE, False),
-        V3Block(4, 40, 5, 2, _HS, True),
-        V3Block(6, 40, 5, 1, _HS, True),
-        V3Block(6, 40, 5, 1, _HS, True),
-        V3Block(3, 48, 5, 1, _HS, True),
-        V3Block(3, 48, 5, 1, _HS, True),
-        V3Block(6, 96, 5, 2, _HS, True),
-        V3Block(6, 96, 5, 1, _HS, True),
-        V3Block(6, 96, 5, 1, _HS, True),
+        ExpandedConv(1, 16, 3, 2, _RE, True),
+        ExpandedConv(72.0 / 16, 24, 3, 2, _RE, False),
+        ExpandedConv(88.0 / 24, 24, 3, 1, _RE, False),
+        ExpandedConv(4, 40, 5, 2, _HS, True),
+        ExpandedConv(6, 40, 5, 1, _HS, True),
+        ExpandedConv(6, 40, 5, 1, _HS, True),
+        ExpandedConv(3, 48, 5, 1, _HS, True),
+        ExpandedConv(3, 48, 5, 1, _HS, True),
+        ExpandedConv(6, 96, 5, 2, _HS, True),
+        ExpandedConv(6, 96, 5, 1, _HS, True),
+        ExpandedConv(6, 96, 5, 1, _HS, True),
     ),
     last_conv_depth=576,
     tap_block=8,  # `layer_10/expansion_output`
+)
+# V2_DEF as the Keras backbone reads it: 3x3 depthwise and relu6 throughout.
+V2 = MobileNetDef(
+    first_conv_depth=V2_FIRST_CONV_DEPTH,
+    blocks=tuple(
+        ExpandedConv(expand_ratio, depth, 3, stride, "relu6", False)
+        for stride, depth, expand_ratio in V2_EXPANDED_CONVS
+    ),
+    last_conv_depth=V2_LAST_CONV_DEPTH,
+    tap_block=V2_TAP_EXPANDED_CONV,
+    conv_activation="relu6",
 )
 # What the SSD feature extractors build (V3_LARGE_DETECTION / V3_SMALL_DETECTION): the last
 # stride-32 blocks and Conv_1 at half depth.
