@@ -23,7 +23,13 @@ def optional_int(text: str) -> int | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--detections", type=Path, help="COCO results JSON to score")
-    source.add_argument("--model", type=Path, help="converted model dir or SavedModel dir")
+    source.add_argument(
+        "--model",
+        type=Path,
+        help="converted model dir, SavedModel dir, or the original TF1 model: export/zoo dir "
+        "(model.ckpt.meta + model.ckpt, or frozen_inference_graph.pb), frozen graph .pb file, "
+        "TF1 SavedModel dir",
+    )
     parser.add_argument("--annotations", type=Path, help="COCO ground-truth JSON")
     parser.add_argument("--tfrecords", help="glob of eval TFRecords (with --model)")
     parser.add_argument("--label-map", type=Path, help="label_map.json (with --model)")

@@ -1,6 +1,7 @@
 """Run converted / fine-tuned detectors with the TF1 frozen graph's interface.
 
-- `load_detector(path)`: converted model directory or SavedModel -> callable detector.
+- `load_detector(path)`: converted model directory, SavedModel, or a TF1 export (directory,
+  frozen graph, TF1 SavedModel) -> callable detector.
 - `export_saved_model(model, spec, out)`: SavedModel with a TF1-like `serving_default` signature.
 - `pipeline.inference.predict`: a folder of images -> COCO results.
 TensorFlow is imported only when these are used.
