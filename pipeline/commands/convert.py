@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
+
 NAME = "convert"
 HELP = "convert a TF1 zoo SSD MobileNet checkpoint into a Model Garden TF2 model"
 DESCRIPTION = (
@@ -25,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="class count of the TF2 model (default: the checkpoint's); a different count "
         "leaves the class predictors freshly initialised",
+    )
+    parser.add_argument(
+        "--box-clipping",
+        choices=("auto", *BOX_CLIPPING_CHOICES),
+        default=None,
+        help="when TF1's NMS clips boxes to the image: before NMS (OD API of TF <= 1.8, the "
+        "2018_01..07_03 zoo graphs) or after it (TF 1.9-1.15 exports); default auto: read from "
+        "the model's graph (frozen graph, SavedModel or .meta), else TF 1.9+ behaviour",
     )
     parser.add_argument(
         "--verify-images", type=Path, default=None, help="folder of JPEG/PNG images for parity"
@@ -49,11 +59,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | None]:
-    num_classes, verify_images, max_images = (
+def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | None, str]:
+    num_classes, verify_images, max_images, box_clipping = (
         args.num_classes,
         args.verify_images,
         args.max_verify_images,
+        args.box_clipping,
     )
     if args.params is not None:
         from pipeline.params import load_params
@@ -65,13 +76,15 @@ def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | 
             verify_images = Path(model.verify_images)
         if max_images is None and model.get("verify_max_images") is not None:
             max_images = int(model.verify_max_images)
-    return num_classes, verify_images, max_images
+        if box_clipping is None and model.get("box_clipping") is not None:
+            box_clipping = str(model.box_clipping)
+    return num_classes, verify_images, max_images, box_clipping or "auto"
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.conversion.convert import convert
 
-    num_classes, verify_images, max_images = _settings(args)
+    num_classes, verify_images, max_images, box_clipping = _settings(args)
     report = convert(
         args.tf1_dir,
         args.out,
@@ -79,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         verify_images=verify_images,
         max_verify_images=max_images,
         progress=not args.no_progress,
+        box_clipping=box_clipping,
     )
     if args.metrics is not None:
         from pipeline.atomic import write_json

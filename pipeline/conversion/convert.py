@@ -20,6 +20,7 @@ from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.spec import SSDSpec
 from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.graph_facts import choose_box_clipping
 from pipeline.tf1.pipeline_config import ssd_spec_from_config
 
 REPORT_JSON = "conversion_report.json"
@@ -42,13 +43,15 @@ def convert(
     verify_images: str | os.PathLike[str] | None = None,
     max_verify_images: int | None = None,
     progress: bool = True,
+    box_clipping: str = "auto",
 ) -> dict[str, Any]:
     """Convert a TF1 zoo SSD directory; return the report (also written to out_dir).
 
     `num_classes` different from the checkpoint's leaves the class predictors fresh. With
     `verify_images`, the TF1 graph and the converted model are run on those images and the parity
     figures go into the report; a failed verification raises PipelineError after the output is
-    written (so the report can be inspected).
+    written (so the report can be inspected). `box_clipping` ('auto' | 'before_nms' |
+    'after_nms') is the OD API era of the post-processing; 'auto' reads it from the model's graph.
     """
     from pipeline.modeling.builder import build_ssd_model
 
@@ -56,10 +59,11 @@ def convert(
     tf1_dir = Path(tf1_dir)
     config_path = tf1_dir / CONFIG_FILE
     start = time.perf_counter()
-    source_spec = ssd_spec_from_config(config_path)
-    spec = target_spec(source_spec, num_classes)
     checkpoint = TF1Checkpoint(tf1_dir)
     checkpoint.require_data()
+    clipping = choose_box_clipping(tf1_dir, checkpoint.prefix, box_clipping)
+    source_spec = ssd_spec_from_config(config_path).with_box_clipping(clipping.value)
+    spec = target_spec(source_spec, num_classes)
     timings["read_config_and_index"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -107,6 +111,7 @@ def convert(
             checkpoint_path=str(Path(CHECKPOINT_DIR) / Path(saved).name),
             timings=timings,
             parity=parity,
+            box_clipping=clipping,
         )
         write_json(staging / REPORT_JSON, report)
         (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
