@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=optional_int, default=None, help="evaluate the first N (None: all)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--allow-class-mismatch",
+        action="store_true",
+        help="score a model whose class count disagrees with the label map (an error otherwise)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_images=args.max_images,
             progress=not args.no_progress,
+            allow_class_mismatch=args.allow_class_mismatch,
         )
     print(summary_markdown(evaluation, f"COCO mAP ({args.backend})"), end="")
     print(f"wrote {args.out}/metrics.json")

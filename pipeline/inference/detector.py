@@ -92,6 +92,31 @@ def tf1_detector(path: str | os.PathLike[str]) -> Detector:
     return tf1_graph_detector
 
 
+def model_num_classes(path: str | os.PathLike[str]) -> int | None:
+    """The class count of the model `load_detector(path)` loads, read from its description
+    (model_spec.json, or a TF1 model's pipeline.config) without loading it; None when unknown."""
+    from pipeline.tf1.graph_runner import SAVED_MODEL_DIR, tf1_model_kind
+
+    path = Path(path)
+    if tf1_model_kind(path) is not None:
+        from pipeline.tf1.pipeline_config import read_pipeline_config
+
+        folder = path if path.is_dir() else path.parent
+        folders = [folder, folder.parent] if folder.name == SAVED_MODEL_DIR else [folder]
+        for config in (f / "pipeline.config" for f in folders):
+            if config.is_file():
+                model = read_pipeline_config(config).model
+                kind = model.WhichOneof("model")
+                return (
+                    int(getattr(getattr(model, kind), "num_classes", 0)) or None if kind else None
+                )
+        return None
+    spec = path / SPEC_FILE
+    if spec.is_file():
+        return SSDSpec.from_dict(json.loads(spec.read_text(encoding="utf-8"))).num_classes
+    return None
+
+
 def load_detector(path: str | os.PathLike[str]) -> Detector:
     """A converted model directory (model_spec.json + checkpoint/), a SavedModel exported here, or
     a TF1 model: an export/zoo directory (model.ckpt.meta + checkpoint, or
