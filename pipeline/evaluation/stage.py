@@ -79,7 +79,7 @@ def evaluate_model(
     entries = load_label_map_json(label_map)
     if isinstance(model, (str, Path)):
         # TensorFlow + model code: import late
-        from pipeline.inference.detector import load_detector, model_num_classes
+        from pipeline.inference import load_detector, model_num_classes
 
         _check_classes(model, model_num_classes(model), entries, label_map, allow_class_mismatch)
         detector, title = load_detector(str(model)), f"COCO evaluation of {model}"
