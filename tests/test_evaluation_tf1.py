@@ -185,3 +185,23 @@ def test_what_is_not_a_model_gets_one_line(
         from pipeline.tf1.graph_runner import resolve_graph_kind
 
         resolve_graph_kind(empty, "saved_model")
+
+
+@pytest.mark.slow
+def test_the_tf1_exporters_own_forms_are_evaluated_the_same(
+    tf1_reference_export, builtin_zoo: Path, val_tfrecords: str, tmp_path: Path
+) -> None:
+    """A directory written by the TF1 OD API's own exporter (about 1.5 minutes to build): its
+    SavedModel (input `inputs`), frozen graph and meta graph + checkpoint score the same."""
+    export = tf1_reference_export(builtin_zoo / "pipeline.config")
+    assert tf1_model_kind(export / "saved_model") == "saved_model"
+    outs = []
+    for form in (export, export / FROZEN_GRAPH, export / "saved_model"):
+        outs.append(tmp_path / form.name)
+        assert evaluate_cli(form, val_tfrecords, outs[-1]) == 0
+    first = json.loads((outs[0] / "metrics.json").read_text())
+    assert first["num_detections"] > 0
+    for out in outs[1:]:
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["AP"] == pytest.approx(first["AP"], abs=1e-6)
+        assert_same_detections(out, outs[0])
