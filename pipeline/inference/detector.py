@@ -107,9 +107,8 @@ def model_num_classes(path: str | os.PathLike[str]) -> int | None:
             if config.is_file():
                 model = read_pipeline_config(config).model
                 kind = model.WhichOneof("model")
-                return (
-                    int(getattr(getattr(model, kind), "num_classes", 0)) or None if kind else None
-                )
+                count = int(getattr(getattr(model, kind), "num_classes", 0)) if kind else 0
+                return count or None
         return None
     spec = path / SPEC_FILE
     if spec.is_file():
