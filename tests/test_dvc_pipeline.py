@@ -27,6 +27,7 @@ STAGES = {
     "build-tfrecords@train",
     "build-tfrecords@val",
     "fine-tune",
+    "evaluate-coco-map@tf1",
     "evaluate-coco-map@converted",
     "evaluate-coco-map@finetuned",
 }
@@ -96,11 +97,14 @@ def test_dvc_repro_runs_every_stage_and_fine_tuning_beats_the_converted_model(
     report = json.loads((clone / "data/converted/conversion_report.json").read_text())
     assert report["parity"]["passed"] is True
 
+    tf1 = json.loads((clone / "data/eval/tf1/metrics.json").read_text())
     converted = json.loads((clone / "data/eval/converted/metrics.json").read_text())
     finetuned = json.loads((clone / "data/eval/finetuned/metrics.json").read_text())
-    for metrics in (converted, finetuned):
+    for metrics in (tf1, converted, finetuned):
         assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"} <= set(metrics)
     assert converted["AP"] > 0.0, "the built-in model should detect something before fine-tuning"
+    # The original TF1 graph, scored by the same evaluator: the conversion reproduces its AP.
+    assert converted["AP"] == pytest.approx(tf1["AP"], abs=1e-4), (tf1["AP"], converted["AP"])
     assert finetuned["AP"] > converted["AP"] + 0.02, (converted["AP"], finetuned["AP"])
 
     rendered = json.loads(_run(["dvc", "plots", "show", "--json"], clone).stdout)

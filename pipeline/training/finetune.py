@@ -43,6 +43,7 @@ from pipeline.training.actions import (
 )
 from pipeline.training.config import experiment_from_params
 from pipeline.training.freezing import unfreeze_batch_norm
+from pipeline.training.task import load_spec
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,30 @@ def _checkpoint_step(model_dir: Path) -> int:
     return int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def check_class_ids(
+    tfrecords: list[str | None], num_classes: int, converted_dir: str | Path, source: str
+) -> None:
+    """Refuse, before any work, TFRecords whose label map (label_map.json beside them, as
+    build-tfrecords writes it) disagrees with the class count the model is trained with. TFRecords
+    without one are checked per batch by the input pipeline."""
+    from pipeline.datasets.label_map import LABEL_MAP_FILE, class_mismatch, load_label_map_json
+
+    for pattern in tfrecords:
+        label_map = Path(pattern).parent / LABEL_MAP_FILE if pattern else None
+        if label_map is None or not label_map.is_file():
+            continue
+        entries = load_label_map_json(label_map)
+        problem = class_mismatch(entries, num_classes)
+        if problem:
+            wanted = max(entry.id for entry in entries)
+            raise PipelineError(
+                f"{label_map}: {problem}, fine-tuning {converted_dir} with {num_classes} "
+                f"classes; set train.num_classes: {wanted} in {source} to train "
+                f"{wanted}-class predictors from scratch, or rebuild the TFRecords with a label "
+                f"map of the model's {num_classes} classes (data.label_map)"
+            )
+
+
 def _variable_lines(paths: list[str], shapes: dict[str, list[int]]) -> str:
     return "".join(f"{path}\t{shapes.get(path, '?')}\n" for path in paths)
 
@@ -162,6 +187,8 @@ def finetune(
     experiment = experiment_from_params(
         train_params, str(converted_dir), train_tfrecords, val_tfrecords, source
     )
+    num_classes = load_spec(converted_dir, experiment.task.num_classes).num_classes
+    check_class_ids([train_tfrecords, val_tfrecords], num_classes, converted_dir, source)
     out = Path(out_dir)
     model_dir = out / "checkpoint"
     fingerprint = run_fingerprint(experiment, converted_dir, train_tfrecords)
