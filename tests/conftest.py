@@ -56,7 +56,37 @@ def synthetic_zoos(tmp_path_factory: pytest.TempPathFactory, tf1_zoo_dir: Path) 
     return {name: make_synthetic_zoo_dir(tf1_zoo_dir / name, root / name) for name in names}
 
 
+@pytest.fixture(scope="session")
+def builtin_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in TF1 zoo model (the default pipeline's), fetched through the pipeline's own
+    sha256-verified fetch: model.ckpt.*, frozen_inference_graph.pb, pipeline.config (read-only)."""
+    import yaml
+
+    from pipeline.builtin import zoo_model
+    from pipeline.zoo import fetch_zoo_model
+
+    conf = yaml.safe_load((PROJECT_ROOT / "conf" / "zoo" / f"{zoo_model.NAME}.yaml").read_text())
+    out = tmp_path_factory.mktemp("builtin_zoo") / "zoo"
+    return fetch_zoo_model(conf["url"], out, sha256=conf["sha256"])
+
+
+@pytest.fixture(scope="session")
+def builtin_converted(builtin_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`convert` of the built-in model, without verification (read-only)."""
+    from pipeline.conversion.convert import convert
+
+    out = tmp_path_factory.mktemp("builtin_converted") / "converted"
+    convert(builtin_zoo, out, progress=False)
+    return out
+
+
 TF1_REFERENCE = Path(os.environ.get("TF1_REFERENCE", SHARED_FIXTURES.parent / "tf1_reference"))
+
+
+@pytest.fixture(scope="session")
+def tf1_reference_dir() -> Path:
+    """../shared/tf1_reference (its scripts and `boot.py`)."""
+    return _require(TF1_REFERENCE)
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,7 @@ def test_cli_model_path_uses_load_detector(
 
     fake = types.ModuleType("pipeline.inference")
     fake.load_detector = load_detector  # type: ignore[attr-defined]
+    fake.model_num_classes = lambda path: None  # type: ignore[attr-defined]  (no class check)
     monkeypatch.setitem(sys.modules, "pipeline.inference", fake)
     out = tmp_path / "eval"
     code = main(

@@ -8,16 +8,23 @@ import pytest
 
 from pipeline.errors import PipelineError
 from pipeline.experiments import collect_rows, write_report
-from pipeline.experiments.report import CONVERTED_AP_KEY, FINETUNED_AP_KEY, LEARNING_RATE_KEY
+from pipeline.experiments.report import (
+    CONVERTED_AP_KEY,
+    FINETUNED_AP_KEY,
+    LEARNING_RATE_KEY,
+    TF1_AP_KEY,
+    render_markdown,
+)
 
 
-def _row(name, rev, lr, ap, freeze="backbone"):
+def _row(name, rev, lr, ap, freeze="backbone", tf1_ap=0.20004):
     return {
         "Experiment": name,
         "rev": rev,
         LEARNING_RATE_KEY: lr,
         "train.freeze.name": freeze,
         "train.optimizer.type": "sgd",
+        TF1_AP_KEY: tf1_ap,
         CONVERTED_AP_KEY: 0.20,
         FINETUNED_AP_KEY: ap,
     }
@@ -36,6 +43,9 @@ def test_report_ranks_experiments_and_plots(tmp_path: Path) -> None:
     assert [line.split("|")[1].strip() for line in table] == ["lr-low", "main", "lr-high"]
     assert "Best fine-tuned AP: **0.4200** (lr-low" in text
     assert "| 0.22 |" in text  # gain of lr-low over the converted model
+    assert "| sgd | 0.001 | backbone | 0.2 | 0.2 | 0.42 | 0.22 |" in text  # TF1, converted, tuned
+    assert "converted model reproduces the TF1 graph's AP" in text
+    assert "= 4e-05 over 3 row(s)" in text
     assert (tmp_path / "reports" / "ap_vs_learning_rate.png").stat().st_size > 1000
 
 
@@ -49,3 +59,13 @@ def test_no_experiments_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="dvc repro"):
         write_report([{"rev": "workspace"}], tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
+
+
+def test_conversion_line_flags_a_tf1_ap_the_conversion_misses() -> None:
+    rows = collect_rows([_row("a", "aaaaaaa1", 0.01, 0.3), _row("b", "b", 0.1, 0.3, tf1_ap=0.25)])
+    text = render_markdown(rows, None)
+    assert "does NOT reproduce the TF1 graph's AP" in text and "= 0.05 over 2 row(s)" in text
+    # Without a TF1 evaluation (an older commit) the column and the line stay empty.
+    rows = collect_rows([{**_row("a", "aaaaaaa1", 0.01, 0.3), TF1_AP_KEY: None}])
+    text = render_markdown(rows, None)
+    assert "| - | 0.2 | 0.3 |" in text and "Conversion:" not in text

@@ -23,7 +23,13 @@ def optional_int(text: str) -> int | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--detections", type=Path, help="COCO results JSON to score")
-    source.add_argument("--model", type=Path, help="converted model dir or SavedModel dir")
+    source.add_argument(
+        "--model",
+        type=Path,
+        help="converted model dir, SavedModel dir, or the original TF1 model: export/zoo dir "
+        "(model.ckpt.meta + model.ckpt, or frozen_inference_graph.pb), frozen graph .pb file, "
+        "TF1 SavedModel dir",
+    )
     parser.add_argument("--annotations", type=Path, help="COCO ground-truth JSON")
     parser.add_argument("--tfrecords", help="glob of eval TFRecords (with --model)")
     parser.add_argument("--label-map", type=Path, help="label_map.json (with --model)")
@@ -39,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-images", type=optional_int, default=None, help="evaluate the first N (None: all)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--allow-class-mismatch",
+        action="store_true",
+        help="score a model whose class count disagrees with the label map (an error otherwise)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_images=args.max_images,
             progress=not args.no_progress,
+            allow_class_mismatch=args.allow_class_mismatch,
         )
     print(summary_markdown(evaluation, f"COCO mAP ({args.backend})"), end="")
     print(f"wrote {args.out}/metrics.json")

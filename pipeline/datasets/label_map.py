@@ -235,3 +235,30 @@ def load_label_map_json(path: str | Path) -> list[LabelMapEntry]:
         ) from None
     _check_unique(entries, str(path))
     return entries
+
+
+LABEL_MAP_FILE = "label_map.json"  # what build-tfrecords writes beside the TFRecords
+
+
+def class_mismatch(entries: list[LabelMapEntry], num_classes: int) -> str | None:
+    """Why a model with `num_classes` classes cannot be trained or scored with these label map
+    entries, or None when they agree. They disagree when the label map uses class ids the model
+    has no output for, or when it renumbers the categories (id != source_id, so class k means the
+    label map's k-th category) into fewer or more ids than the model has: class k of the model
+    would then be scored as, or trained towards, another category than the one it learnt.
+    A label map keeping the dataset's own ids (a COCO subset for a COCO model) may use fewer."""
+    if not entries:
+        return "the label map is empty"
+    top = max(entries, key=lambda entry: entry.id)
+    if top.id > num_classes:
+        return (
+            f"class id {top.id} ('{top.name}') is beyond the model's {num_classes} classes "
+            f"({sum(e.id > num_classes for e in entries)} of the label map's {len(entries)} are)"
+        )
+    renumbered = any(entry.id != entry.source_id for entry in entries)
+    if renumbered and top.id != num_classes:
+        return (
+            f"the label map renumbers the dataset's categories to class ids 1..{top.id}, but the "
+            f"model has {num_classes} classes, so its class ids mean other categories"
+        )
+    return None

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from pipeline.atomic import atomic_directory
-from pipeline.datasets.label_map import load_label_map_json
+from pipeline.datasets.label_map import LabelMapEntry, class_mismatch, load_label_map_json
 from pipeline.errors import PipelineError
 from pipeline.evaluation.coco_eval import (
     DEFAULT_BACKEND,
@@ -36,6 +36,25 @@ def evaluate_detections_file(
     return evaluation
 
 
+def _check_classes(
+    model: Path | str,
+    num_classes: int | None,
+    entries: list[LabelMapEntry],
+    label_map: Path,
+    allow: bool,
+) -> None:
+    problem = class_mismatch(entries, num_classes) if num_classes is not None else None
+    if problem is None:
+        return
+    message = f"{label_map}: {problem}, evaluating {model} ({num_classes} classes)"
+    if not allow:
+        raise PipelineError(
+            f"{message}; evaluate on TFRecords built with the model's label map "
+            "(build-tfrecords --label-map), or pass --allow-class-mismatch to score it anyway"
+        )
+    log.warning("%s; scoring it anyway (--allow-class-mismatch)", message)
+
+
 def evaluate_model(
     model: Path | Detector,
     tfrecords: str,
@@ -47,18 +66,22 @@ def evaluate_model(
     batch_size: int = 1,
     max_images: int | None = None,
     progress: bool = True,
+    allow_class_mismatch: bool = False,
 ) -> CocoEvaluation:
-    """Run a model (converted dir / SavedModel, or a detector callable) on the TFRecords and
-    score it. `annotations` and `label_map` default to the files build-tfrecords wrote beside
-    the TFRecords."""
+    """Run a model (converted dir / SavedModel / TF1 model, or a detector callable) on the
+    TFRecords and score it. `annotations` and `label_map` default to the files build-tfrecords
+    wrote beside the TFRecords. A model whose class count disagrees with the label map
+    (`class_mismatch`) is refused before it runs, unless `allow_class_mismatch`."""
     records_dir = Path(tfrecords).parent
     annotations = annotations or records_dir / "annotations.json"
     label_map = label_map or records_dir / "label_map.json"
     ground_truth = check_ground_truth(load_json(annotations, "annotations"), str(annotations))
     entries = load_label_map_json(label_map)
     if isinstance(model, (str, Path)):
-        from pipeline.inference import load_detector  # TensorFlow + model code: import late
+        # TensorFlow + model code: import late
+        from pipeline.inference import load_detector, model_num_classes
 
+        _check_classes(model, model_num_classes(model), entries, label_map, allow_class_mismatch)
         detector, title = load_detector(str(model)), f"COCO evaluation of {model}"
     else:
         detector, title = model, "COCO evaluation"

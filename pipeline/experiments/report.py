@@ -2,7 +2,9 @@
 
 The rows come from `dvc.api.exp_show()`, which flattens every experiment into one dict: params as
 dotted keys (`train.optimizer.learning_rate`) and metrics as `<file>:<key>`
-(`data/eval/finetuned/metrics.json:AP`).
+(`data/eval/finetuned/metrics.json:AP`). Each row puts three APs side by side: the original TF1
+graph (`evaluate-coco-map@tf1`), its conversion and the fine-tuned model, all scored by the same
+evaluator on the same validation TFRecords.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pipeline.errors import PipelineError
 LEARNING_RATE_KEY = "train.optimizer.learning_rate"
 FREEZE_KEY = "train.freeze.name"
 OPTIMIZER_KEY = "train.optimizer.type"
+TF1_AP_KEY = "data/eval/tf1/metrics.json:AP"
 CONVERTED_AP_KEY = "data/eval/converted/metrics.json:AP"
 FINETUNED_AP_KEY = "data/eval/finetuned/metrics.json:AP"
+CONVERSION_AP_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class ExperimentRow:
     learning_rate: float | None
     freeze: str | None
     optimizer: str | None
+    tf1_ap: float | None
     converted_ap: float | None
     finetuned_ap: float | None
 
@@ -57,6 +62,7 @@ def collect_rows(raw_rows: Iterable[Mapping[str, Any]]) -> list[ExperimentRow]:
                 learning_rate=_number(raw.get(LEARNING_RATE_KEY)),
                 freeze=raw.get(FREEZE_KEY),
                 optimizer=raw.get(OPTIMIZER_KEY),
+                tf1_ap=_number(raw.get(TF1_AP_KEY)),
                 converted_ap=_number(raw.get(CONVERTED_AP_KEY)),
                 finetuned_ap=_number(raw.get(FINETUNED_AP_KEY)),
             )
@@ -74,8 +80,8 @@ def render_markdown(rows: list[ExperimentRow], plot_name: str | None) -> str:
         "# Experiments",
         "",
         "| experiment | rev | optimizer | learning rate | freeze "
-        "| AP converted | AP fine-tuned | gain |",
-        "|---|---|---|---|---|---|---|---|",
+        "| AP TF1 | AP converted | AP fine-tuned | gain |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in ranked:
         gain = (
@@ -85,7 +91,8 @@ def render_markdown(rows: list[ExperimentRow], plot_name: str | None) -> str:
         )
         lines.append(
             f"| {row.name} | {row.rev[:7]} | {row.optimizer or '-'} | {_fmt(row.learning_rate)} "
-            f"| {row.freeze or '-'} | {_fmt(row.converted_ap)} | {_fmt(row.finetuned_ap)} "
+            f"| {row.freeze or '-'} | {_fmt(row.tf1_ap)} | {_fmt(row.converted_ap)} "
+            f"| {_fmt(row.finetuned_ap)} "
             f"| {_fmt(gain)} |"
         )
     best = next((r for r in ranked if r.finetuned_ap is not None), None)
@@ -95,9 +102,25 @@ def render_markdown(rows: list[ExperimentRow], plot_name: str | None) -> str:
             f"Best fine-tuned AP: **{best.finetuned_ap:.4f}** ({best.name}, learning rate "
             f"{_fmt(best.learning_rate)}, freeze {best.freeze or '-'}).",
         ]
+    lines += _conversion_lines(rows)
     if plot_name:
         lines += ["", f"![AP against learning rate]({plot_name})"]
     return "\n".join(lines) + "\n"
+
+
+def _conversion_lines(rows: list[ExperimentRow]) -> list[str]:
+    """How far the converted model's AP is from the TF1 graph's (the conversion's end-to-end
+    check: the two should agree to 1e-4)."""
+    pairs = [(r.tf1_ap, r.converted_ap) for r in rows if None not in (r.tf1_ap, r.converted_ap)]
+    if not pairs:
+        return []
+    worst = max(abs(converted - tf1) for tf1, converted in pairs)
+    verdict = "reproduces" if worst <= CONVERSION_AP_TOLERANCE else "does NOT reproduce"
+    return [
+        "",
+        f"Conversion: the converted model {verdict} the TF1 graph's AP (max |AP converted - AP "
+        f"TF1| = {worst:.2g} over {len(pairs)} row(s); tolerance {CONVERSION_AP_TOLERANCE:g}).",
+    ]
 
 
 def plot_ap_vs_learning_rate(rows: list[ExperimentRow], target: Path) -> bool:

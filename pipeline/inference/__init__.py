@@ -1,6 +1,8 @@
 """Run converted / fine-tuned detectors with the TF1 frozen graph's interface.
 
-- `load_detector(path)`: converted model directory or SavedModel -> callable detector.
+- `load_detector(path)`: converted model directory, SavedModel, or a TF1 export (directory,
+  frozen graph, TF1 SavedModel) -> callable detector.
+- `model_num_classes(path)`: that model's class count, from its description, without loading it.
 - `export_saved_model(model, spec, out)`: SavedModel with a TF1-like `serving_default` signature.
 - `pipeline.inference.predict`: a folder of images -> COCO results.
 TensorFlow is imported only when these are used.
@@ -13,6 +15,7 @@ from typing import Any
 
 _LAZY = {
     "load_detector": "pipeline.inference.detector",
+    "model_num_classes": "pipeline.inference.detector",
     "export_saved_model": "pipeline.inference.detector",
     "predict_images": "pipeline.inference.predict",
 }

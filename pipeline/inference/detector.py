@@ -6,6 +6,9 @@ num_detections [N] (float)}` — what `image_tensor` -> `detection_*` computes i
 including the padding of unused slots (zeros; class 1.0 as TF1's `classes + 1`). Images are
 resized inside, so any size works; one size per call.
 
+`tf1_detector` gives the same interface for the original TF1 graph (any form a TF1 export comes
+in), so the TF1 model is evaluated by the same code as its conversion.
+
 `export_saved_model` writes the same interface as a SavedModel `serving_default` signature
 (input `image_tensor`), so TF1-era serving code keeps working.
 """
@@ -74,9 +77,54 @@ def _numpy(outputs: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
     return {key: np.asarray(outputs[key]) for key in OUTPUT_KEYS}
 
 
-def load_detector(path: str | os.PathLike[str]) -> Detector:
-    """A converted model directory (model_spec.json + checkpoint/) or a SavedModel directory."""
+def tf1_detector(path: str | os.PathLike[str]) -> Detector:
+    """The original TF1 graph (export dir, frozen graph file or TF1 SavedModel), run in a
+    `tf.compat.v1` session of its own (`pipeline.tf1.graph_runner`), so TF2 code in the same
+    process is unaffected."""
+    from pipeline.tf1.graph_runner import TF1GraphRunner
+
+    runner = TF1GraphRunner(path, raw_outputs=False)
+
+    def tf1_graph_detector(images: np.ndarray) -> dict[str, np.ndarray]:
+        return runner.detect(images)
+
+    tf1_graph_detector.runner = runner  # kind, session
+    return tf1_graph_detector
+
+
+def model_num_classes(path: str | os.PathLike[str]) -> int | None:
+    """The class count of the model `load_detector(path)` loads, read from its description
+    (model_spec.json, or a TF1 model's pipeline.config) without loading it; None when unknown."""
+    from pipeline.tf1.graph_runner import SAVED_MODEL_DIR, tf1_model_kind
+
     path = Path(path)
+    if tf1_model_kind(path) is not None:
+        from pipeline.tf1.pipeline_config import read_pipeline_config
+
+        folder = path if path.is_dir() else path.parent
+        folders = [folder, folder.parent] if folder.name == SAVED_MODEL_DIR else [folder]
+        for config in (f / "pipeline.config" for f in folders):
+            if config.is_file():
+                model = read_pipeline_config(config).model
+                kind = model.WhichOneof("model")
+                count = int(getattr(getattr(model, kind), "num_classes", 0)) if kind else 0
+                return count or None
+        return None
+    spec = path / SPEC_FILE
+    if spec.is_file():
+        return SSDSpec.from_dict(json.loads(spec.read_text(encoding="utf-8"))).num_classes
+    return None
+
+
+def load_detector(path: str | os.PathLike[str]) -> Detector:
+    """A converted model directory (model_spec.json + checkpoint/), a SavedModel exported here, or
+    a TF1 model: an export/zoo directory (model.ckpt.meta + checkpoint, or
+    frozen_inference_graph.pb), a frozen graph `.pb` file, or a TF1 SavedModel directory."""
+    from pipeline.tf1.graph_runner import tf1_model_kind
+
+    path = Path(path)
+    if tf1_model_kind(path) is not None:
+        return tf1_detector(path)
     if (path / "saved_model.pb").is_file():
         loaded = tf.saved_model.load(str(path))
         if SIGNATURE not in loaded.signatures:
@@ -106,6 +154,8 @@ def load_detector(path: str | os.PathLike[str]) -> Detector:
         converted_detector.spec = spec
         return converted_detector
     raise PipelineError(
-        f"{path}: neither a converted model directory ({SPEC_FILE} + checkpoint/) nor a SavedModel "
-        "(saved_model.pb); pass the output of `python -m pipeline convert` or an exported model"
+        f"{path}: neither a converted model directory ({SPEC_FILE} + checkpoint/), a SavedModel "
+        "(saved_model.pb) nor a TF1 model (model.ckpt.meta + model.ckpt, "
+        "frozen_inference_graph.pb, a .pb file or a TF1 saved_model/); pass the output of "
+        "`python -m pipeline convert`, an exported model or a TF1 export"
     )

@@ -1,9 +1,11 @@
 """Run a TF1 Object Detection API inference graph under `tf.compat.v1`.
 
 A zoo directory holds the inference graph twice: `model.ckpt.meta` (with variables, restored from
-`model.ckpt`) and `frozen_inference_graph.pb` (variables folded into constants). Either can be run
-here. Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2 eager code in
-the same process (the converted model) is unaffected.
+`model.ckpt`) and `frozen_inference_graph.pb` (variables folded into constants), and the exporter
+adds a third copy, `saved_model/` (a TF1 SavedModel whose `serving_default` input is `inputs`).
+Any of them can be run here, and so can a frozen graph file or a TF1 SavedModel directory given
+on its own. Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2
+eager code in the same process (the converted model) is unaffected.
 
 Tensor names are those the OD API exporter gives every SSD graph: input `image_tensor`, raw
 outputs `concat` (box encodings [B, N, 1, 4]) and `concat_1` (class logits [B, N, C+1]), per-head
@@ -29,6 +31,9 @@ from pipeline.errors import PipelineError
 FROZEN_GRAPH = "frozen_inference_graph.pb"
 META_GRAPH = "model.ckpt.meta"
 CHECKPOINT_PREFIX = "model.ckpt"
+SAVED_MODEL = "saved_model.pb"
+SAVED_MODEL_DIR = "saved_model"
+SERVING_SIGNATURE = "serving_default"
 
 INPUT_TENSOR = "image_tensor:0"
 BOX_ENCODINGS = "concat:0"
@@ -42,17 +47,67 @@ ANCHORS_OPS = ("Concatenate/concat", "MultipleGridAnchorGenerator/Identity")
 # scopes for weight-shared ones.
 _HEAD_OP = re.compile(r"^(?:.+/)?(?:BoxEncodingPredictor|ClassPredictor)(?:_\d+)?/BiasAdd$")
 
-GraphKind = Literal["auto", "meta", "frozen"]
+GraphKind = Literal["auto", "meta", "frozen", "saved_model"]
 
 
 def _has_checkpoint(zoo_dir: Path) -> bool:
     return (zoo_dir / META_GRAPH).is_file() and (zoo_dir / f"{CHECKPOINT_PREFIX}.index").is_file()
 
 
+def is_tf1_saved_model(path: str | os.PathLike[str]) -> bool:
+    """A SavedModel directory written by TF1 (`SavedModelBuilder`, as the OD API exporter does):
+    no object graph, which every TF2 `tf.saved_model.save` writes."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    file = Path(path) / SAVED_MODEL
+    if not file.is_file():
+        return False
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString(file.read_bytes())
+    except Exception as error:  # google.protobuf.message.DecodeError
+        raise PipelineError(f"{file}: not a SavedModel ({error})") from None
+    return bool(saved.meta_graphs) and not any(
+        meta.HasField("object_graph_def") for meta in saved.meta_graphs
+    )
+
+
+def tf1_model_kind(path: str | os.PathLike[str]) -> str | None:
+    """Which TF1 inference graph `path` is, or None when it is none of them: "meta" / "frozen" for
+    a zoo or export directory (as `resolve_graph_kind` picks), "frozen" for a frozen graph file,
+    "saved_model" for a TF1 SavedModel directory (or an export directory holding only one)."""
+    path = Path(path)
+    if path.is_file():
+        return "frozen" if path.suffix == ".pb" else None
+    if not path.is_dir():
+        return None
+    if _has_checkpoint(path):
+        return "meta"
+    if (path / FROZEN_GRAPH).is_file():
+        return "frozen"
+    if is_tf1_saved_model(path) or is_tf1_saved_model(path / SAVED_MODEL_DIR):
+        return "saved_model"
+    return None
+
+
+def _saved_model_dir(path: Path) -> Path:
+    return path if (path / SAVED_MODEL).is_file() else path / SAVED_MODEL_DIR
+
+
 def resolve_graph_kind(zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> str:
     """Which graph to run: the meta graph + checkpoint when present (the weights the converter
-    reads), else the frozen graph."""
+    reads), else the frozen graph (a `.pb` file itself, or the directory's), else the TF1
+    SavedModel."""
     zoo_dir = Path(zoo_dir)
+    if zoo_dir.is_file() and graph in ("auto", "frozen"):
+        return "frozen"
+    if graph == "saved_model" or (graph == "auto" and tf1_model_kind(zoo_dir) == "saved_model"):
+        if not is_tf1_saved_model(_saved_model_dir(zoo_dir)):
+            raise PipelineError(
+                f"{zoo_dir}: no TF1 SavedModel ({SAVED_MODEL} without a TF2 object graph) found; "
+                "pass the exporter's saved_model/ directory"
+            )
+        return "saved_model"
     if graph == "meta" or (graph == "auto" and _has_checkpoint(zoo_dir)):
         if not _has_checkpoint(zoo_dir):
             raise PipelineError(
@@ -63,31 +118,44 @@ def resolve_graph_kind(zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto
     if (zoo_dir / FROZEN_GRAPH).is_file():
         return "frozen"
     raise PipelineError(
-        f"{zoo_dir}: neither {META_GRAPH} + {CHECKPOINT_PREFIX} nor {FROZEN_GRAPH} found; "
-        f"pass an extracted TF1 zoo model directory"
+        f"{zoo_dir}: neither {META_GRAPH} + {CHECKPOINT_PREFIX}, {FROZEN_GRAPH} nor a TF1 "
+        f"{SAVED_MODEL_DIR}/ found; pass an extracted TF1 zoo model or export directory"
     )
 
 
 class TF1GraphRunner:
     """The TF1 inference graph of a zoo directory, loaded once and run image by image.
 
-    Use as a context manager (or call `close()`) to release the session.
+    `zoo_dir` is a zoo/export directory, a frozen graph file or a TF1 SavedModel directory.
+    `raw_outputs=False` accepts graphs without the SSD raw outputs (`concat`, `concat_1`), for
+    callers that only need the detections (`detect`). Use as a context manager (or call
+    `close()`) to release the session.
     """
 
-    def __init__(self, zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> None:
+    def __init__(
+        self, zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto", raw_outputs: bool = True
+    ) -> None:
         import tensorflow as tf
 
         self.zoo_dir = Path(zoo_dir)
         self.kind = resolve_graph_kind(self.zoo_dir, graph)
+        self.input_tensor = INPUT_TENSOR
         self.graph = tf.Graph()
         with self.graph.as_default():
             if self.kind == "meta":
                 saver = tf.compat.v1.train.import_meta_graph(
                     str(self.zoo_dir / META_GRAPH), clear_devices=True
                 )
-            else:
+            elif self.kind == "frozen":
+                frozen = self.zoo_dir if self.zoo_dir.is_file() else self.zoo_dir / FROZEN_GRAPH
                 graph_def = tf.compat.v1.GraphDef()
-                graph_def.ParseFromString((self.zoo_dir / FROZEN_GRAPH).read_bytes())
+                try:
+                    graph_def.ParseFromString(frozen.read_bytes())
+                except Exception as error:  # google.protobuf.message.DecodeError
+                    raise PipelineError(
+                        f"{frozen}: not a frozen TF1 GraphDef ({error}); pass "
+                        f"{FROZEN_GRAPH} from a TF1 export"
+                    ) from None
                 tf.compat.v1.import_graph_def(graph_def, name="")
         self.session = tf.compat.v1.Session(graph=self.graph)
         if self.kind == "meta":
@@ -96,8 +164,11 @@ class TF1GraphRunner:
             # Saver.restore checks for eager mode in the *current* graph context.
             with self.graph.as_default():
                 saver.restore(self.session, str(self.zoo_dir / CHECKPOINT_PREFIX))
+        elif self.kind == "saved_model":
+            self.input_tensor = self._load_saved_model(_saved_model_dir(self.zoo_dir))
         names = {op.name for op in self.graph.get_operations()}
-        for required in ("image_tensor", "concat", "concat_1", *DETECTION_TENSORS):
+        raw = ("concat", "concat_1") if raw_outputs else ()
+        for required in (self.input_tensor.split(":")[0], *raw, *DETECTION_TENSORS):
             if required not in names:
                 raise PipelineError(
                     f"{self.zoo_dir}: graph has no `{required}` tensor; expected a TF1 Object "
@@ -107,6 +178,28 @@ class TF1GraphRunner:
             op.name for op in self.graph.get_operations() if _HEAD_OP.match(op.name)
         )
         self.anchors_tensor = _find_anchors_op(self.graph)
+
+    def _load_saved_model(self, saved_model_dir: Path) -> str:
+        """Load the `serve` meta graph (constants or variables) into this session; the name of
+        the serving signature's one input (`inputs` -> `image_tensor:0` in OD API exports)."""
+        import tensorflow as tf
+
+        with self.graph.as_default():
+            try:
+                meta = tf.compat.v1.saved_model.loader.load(
+                    self.session,
+                    [tf.compat.v1.saved_model.tag_constants.SERVING],
+                    str(saved_model_dir),
+                )
+            except RuntimeError as error:  # no meta graph with the `serve` tag
+                raise PipelineError(f"{saved_model_dir}: {error}") from None
+        signature = meta.signature_def.get(SERVING_SIGNATURE)
+        if signature is None or len(signature.inputs) != 1:
+            raise PipelineError(
+                f"{saved_model_dir}: SavedModel signature `{SERVING_SIGNATURE}` missing or without "
+                "exactly one input; expected a TF1 Object Detection API export (input `inputs`)"
+            )
+        return next(iter(signature.inputs.values())).name
 
     def __enter__(self) -> TF1GraphRunner:
         return self
@@ -136,7 +229,7 @@ class TF1GraphRunner:
             fetches["heads"] = {name.rsplit("/", 1)[0]: f"{name}:0" for name in self.head_tensors}
         if with_anchors:
             fetches["anchors"] = self._anchors_name()
-        raw = self.session.run(fetches, {INPUT_TENSOR: batch})
+        raw = self.session.run(fetches, {self.input_tensor: batch})
         out: dict[str, Any] = {
             "box_encodings": raw["box_encodings"].reshape(raw["box_encodings"].shape[1], -1),
             "class_logits": raw["class_logits"][0],
@@ -155,7 +248,18 @@ class TF1GraphRunner:
         """The graph's anchors [N, 4]. They depend on the feature-map sizes, so the graph is run
         on a blank image; with a fixed-shape resizer any input size gives the same anchors."""
         blank = np.zeros((1, *image_size, 3), dtype=np.uint8)
-        return self.session.run(self._anchors_name(), {INPUT_TENSOR: blank})
+        return self.session.run(self._anchors_name(), {self.input_tensor: blank})
+
+    def detect(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's detection outputs for a uint8 batch [N, H, W, 3] of one image size, batch
+        dimension kept: the interface of `pipeline.inference.load_detector`."""
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"expected uint8 images [N, H, W, 3], got {images.dtype} {images.shape}"
+            )
+        fetches = {name: f"{name}:0" for name in DETECTION_TENSORS}
+        return self.session.run(fetches, {self.input_tensor: images})
 
     def _anchors_name(self) -> str:
         if self.anchors_tensor is None:
