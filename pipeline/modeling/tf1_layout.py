@@ -21,6 +21,10 @@ _VARIABLES = {
     "conv": (("weights", "kernel"),),
     "conv_bias": (("weights", "kernel"), ("biases", "bias")),
     "depthwise": (("depthwise_weights", "depthwise_kernel"),),
+    "separable": (
+        ("depthwise_weights", "depthwise_kernel"),
+        ("pointwise_weights", "pointwise_kernel"),
+    ),
     "batch_norm": (
         ("BatchNorm/gamma", "gamma"),
         ("BatchNorm/beta", "beta"),
@@ -35,7 +39,7 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'batch_norm'
+    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm'
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
     # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)

@@ -28,7 +28,11 @@ from pipeline.modeling.spec import (
 )
 from pipeline.tf1.protos.pipeline_subset import message_class
 
-SUPPORTED_DESCRIPTION = "ssd with feature_extractor.type " + " or ".join(SUPPORTED_ARCHITECTURES)
+SUPPORTED_DESCRIPTION = (
+    "ssd with feature_extractor.type "
+    + " or ".join(SUPPORTED_ARCHITECTURES)
+    + " (and faster_rcnn with feature_extractor.type faster_rcnn_inception_v2)"
+)
 _ACTIVATIONS = {"NONE": "linear", "RELU": "relu", "RELU_6": "relu6"}
 
 
