@@ -129,17 +129,7 @@ class _Translator:
         )
 
     def check_architecture(self, fr: Any) -> None:
-        extractor = fr.feature_extractor
-        field = f"{_FR}.feature_extractor"
-        if extractor.type not in SUPPORTED_ARCHITECTURES:
-            raise self.unsupported(f"{field}.type", f"is {extractor.type or 'missing'}")
-        if extractor.first_stage_features_stride != 16:
-            raise self.unsupported(
-                f"{field}.first_stage_features_stride",
-                f"is {extractor.first_stage_features_stride} (only 16)",
-            )
-        if extractor.HasField("fpn"):
-            raise self.unsupported(f"{field}.fpn", "is set")
+        # The meta-architecture first (R-FCN, Mask R-CNN), then the backbone.
         kind = fr.second_stage_box_predictor.WhichOneof("box_predictor_oneof")
         if kind == "rfcn_box_predictor":
             raise self.unsupported(f"{_FR}.second_stage_box_predictor", "is R-FCN")
@@ -155,6 +145,17 @@ class _Translator:
             raise self.unsupported(f"{field}.share_box_across_classes", "is true")
         if predictor.box_code_size != 4:
             raise self.unsupported(f"{field}.box_code_size", f"is {predictor.box_code_size}")
+        extractor = fr.feature_extractor
+        field = f"{_FR}.feature_extractor"
+        if extractor.type not in SUPPORTED_ARCHITECTURES:
+            raise self.unsupported(f"{field}.type", f"is {extractor.type or 'missing'}")
+        if extractor.first_stage_features_stride != 16:
+            raise self.unsupported(
+                f"{field}.first_stage_features_stride",
+                f"is {extractor.first_stage_features_stride} (only 16)",
+            )
+        if extractor.HasField("fpn"):
+            raise self.unsupported(f"{field}.fpn", "is set")
 
     def resizer(self, fr: Any) -> tuple[int, int, str]:
         kind = fr.image_resizer.WhichOneof("image_resizer_oneof")
