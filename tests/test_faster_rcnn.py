@@ -104,7 +104,7 @@ def test_other_backbone_checkpoint_is_named(user_model, tf1_zoo_dir: Path) -> No
         plan_faster_rcnn_mapping(user_model, user_model.spec, other)
 
 
-def test_nms_clip_orders() -> None:
+def test_box_clipping_before_and_after_nms() -> None:
     """TF1 2018 clips before NMS, later OD API code after: a box sticking out of the image
     overlaps its neighbour more once clipped."""
     import tensorflow as tf
@@ -118,18 +118,18 @@ def test_nms_clip_orders() -> None:
     scores = tf.constant([[[0.9], [0.8]]])
     window = tf.constant([[0.0, 0.0, 10.0, 10.0]])
     nms = NMSSpec(0.0, 0.7, 10, 10)
-    _, s1, _, n1 = tf1_batch_nms(boxes, scores, window, nms, "clip_then_nms", True)
-    b2, s2, _, n2 = tf1_batch_nms(boxes, scores, window, nms, "nms_then_clip", True)
+    _, s1, _, n1 = tf1_batch_nms(boxes, scores, window, nms, "before_nms", True)
+    b2, s2, _, n2 = tf1_batch_nms(boxes, scores, window, nms, "after_nms", True)
     assert int(n1[0]) == 1 and np.allclose(s1[0, :1], [0.9])
     assert int(n2[0]) == 2 and np.allclose(s2[0, :2], [0.9, 0.8])
     # Both clip and normalize to the window in the end.
     assert np.allclose(b2[0, :2], [[0, 0, 1, 1], [0, 0, 1, 1]])
 
 
-def test_user_graph_clip_order_is_read(user_export: Path) -> None:
-    from pipeline.conversion.faster_rcnn.parity import graph_nms_clip_order
+def test_user_graph_box_clipping_is_read(user_export: Path) -> None:
+    from pipeline.tf1.graph_facts import detect_box_clipping
 
-    assert graph_nms_clip_order(user_export) == "clip_then_nms"
+    assert detect_box_clipping([user_export / "model.ckpt.meta"]).value == "before_nms"
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +204,9 @@ def test_tf1_8_user_export_parity_predict_evaluate(
 
 
 @pytest.mark.slow
-def test_diagnosis_names_the_first_disagreeing_stage(user_synthetic: Path, coco_tiny: Path) -> None:
+def test_diagnosis_names_the_first_disagreeing_stage(
+    user_synthetic: Path, coco_tiny: Path, tmp_path: Path
+) -> None:
     from pipeline.conversion.faster_rcnn import parity as fp
     from pipeline.conversion.faster_rcnn.mapping import plan_faster_rcnn_mapping
     from pipeline.conversion.mapping import apply_plan
@@ -212,11 +214,22 @@ def test_diagnosis_names_the_first_disagreeing_stage(user_synthetic: Path, coco_
     from pipeline.tf1.checkpoint import TF1Checkpoint
     from pipeline.tf1.graph_runner import load_image
 
+    # The TF 1.8 graph clips before NMS; a model of the later era fails at the proposals and
+    # the diagnosis names the era that reproduces TF1.
     spec = faster_rcnn_spec_from_config(user_synthetic)
-    model = build_faster_rcnn_model(spec)
+    model = build_faster_rcnn_model(spec.with_box_clipping("after_nms"))
     checkpoint = TF1Checkpoint(user_synthetic)
     apply_plan(plan_faster_rcnn_mapping(model, spec, checkpoint), checkpoint)
-    image = load_image(sorted((coco_tiny / "val2017").glob("*.jpg"))[0])
+    path = sorted((coco_tiny / "val2017").glob("*.jpg"))[0]
+    (tmp_path / "images").mkdir()
+    shutil.copyfile(path, tmp_path / "images" / path.name)
+    report = fp.verify_faster_rcnn(user_synthetic, model, tmp_path / "images")
+    assert not report["passed"] and report["images"][0]["first_failing_stage"] == "proposals"
+    assert "with box_clipping=before_nms every stage agrees" in report["diagnosis"][-1]
+    model.spec = spec
+    model.roi_generator.box_clipping = model.detection_generator.box_clipping = "before_nms"
+
+    image = load_image(path)
     (tf1,) = fp.run_tf1_stages(user_synthetic, [image])
     assert fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image)).passed
     bias = model.detection_head[0].class_predictor.bias
@@ -247,6 +260,6 @@ def test_tf1_reference_export_parity(
     export = tf1_reference_export(config)
     report = convert(export, tmp_path / "out", verify_images=_two_images(coco_tiny, tmp_path),
                      progress=False)  # fmt: skip
-    assert "nms_then_clip" in report["target"]["input_size"]
+    assert report["post_processing"]["box_clipping"] == "after_nms"
     assert report["complete"] and report["tf1"]["mapped"] == 356
     _check_parity(report["parity"])

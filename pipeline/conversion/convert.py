@@ -65,7 +65,7 @@ def convert(
 
         return convert_faster_rcnn(
             tf1_dir, Path(out_dir), config_path, num_classes, verify_images, max_verify_images,
-            progress, (REPORT_JSON, REPORT_MD),
+            progress, (REPORT_JSON, REPORT_MD), box_clipping,
         )  # fmt: skip
     start = time.perf_counter()
     checkpoint = TF1Checkpoint(tf1_dir)

@@ -67,7 +67,9 @@ def build_report(
         },
         "fresh_layers": plan.fresh_layers,
         "post_processing": {
-            "box_clipping": spec.post_processing.box_clipping,
+            "box_clipping": box_clipping.value
+            if box_clipping
+            else spec.post_processing.box_clipping,
             "why": box_clipping.reason if box_clipping else "model_spec default",
         },
         "mapping": [

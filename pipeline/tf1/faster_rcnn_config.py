@@ -13,7 +13,6 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import (
-    NMS_CLIP_ORDERS,
     SUPPORTED_ARCHITECTURES,
     FasterRCNNSpec,
     GridAnchorSpec,
@@ -39,12 +38,11 @@ def is_faster_rcnn(config: Any) -> bool:
 def faster_rcnn_spec_from_config(
     config_or_path: Any | str | os.PathLike[str],
     source: str | None = None,
-    nms_clip_order: str = "clip_then_nms",
 ) -> FasterRCNNSpec:
     """Translate a pipeline.config (path or parsed message) into a `FasterRCNNSpec`.
 
-    `nms_clip_order` is not in the config: it is the TF1 OD API era the model was exported with
-    (see `pipeline.conversion.faster_rcnn.graph_facts.nms_clip_order`).
+    The box clipping era is not in the config (`FasterRCNNSpec.with_box_clipping`, read from the
+    graph by `pipeline.tf1.graph_facts.choose_box_clipping`).
     """
     if isinstance(config_or_path, str | os.PathLike):
         path = Path(config_or_path)
@@ -53,9 +51,7 @@ def faster_rcnn_spec_from_config(
     else:
         config = config_or_path
         source = source or "pipeline.config"
-    if nms_clip_order not in NMS_CLIP_ORDERS:
-        raise ValueError(f"nms_clip_order {nms_clip_order!r} is not one of {NMS_CLIP_ORDERS}")
-    return _Translator(config, source).spec(nms_clip_order)
+    return _Translator(config, source).spec()
 
 
 class _Translator:
@@ -69,7 +65,7 @@ class _Translator:
     def unsupported(self, field: str, problem: str) -> PipelineError:
         return self.fail(field, problem, f"supported: {SUPPORTED_DESCRIPTION}")
 
-    def spec(self, nms_clip_order: str) -> FasterRCNNSpec:
+    def spec(self) -> FasterRCNNSpec:
         if not is_faster_rcnn(self.config):
             raise self.unsupported("model", "is not a faster_rcnn block")
         fr = self.config.model.faster_rcnn
@@ -125,7 +121,6 @@ class _Translator:
             second_stage_score_converter=converter,
             second_stage_logit_scale=float(post.logit_scale),
             box_coder=BoxCoderSpec(),
-            nms_clip_order=nms_clip_order,
         )
 
     def check_architecture(self, fr: Any) -> None:

@@ -2,9 +2,10 @@
 
 Writes the same converted-directory layout as SSD (`checkpoint/` =
 tf.train.Checkpoint(**model.checkpoint_items), `model_spec.json` with `family: faster_rcnn`,
-`pipeline.config`, `conversion_report.{json,md}`), atomically. The TF1 OD API era (NMS clip order)
-is read from the directory's graph when it has one; without a graph the 2018 order is assumed and
-the report says so.
+`pipeline.config`, `conversion_report.{json,md}`), atomically. The TF1 OD API era of both stages'
+NMS (boxes clipped before or after it) is chosen as for SSD (`graph_facts.choose_box_clipping`:
+read from the directory's graph, else the TF version, else the TF >= 1.9 behaviour) and recorded
+in model_spec.json and the report.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.tf1.checkpoint import TF1Checkpoint
 from pipeline.tf1.faster_rcnn_config import faster_rcnn_spec_from_config
+from pipeline.tf1.graph_facts import choose_box_clipping
 
 TARGET_MODEL = "official.vision.modeling.maskrcnn_model.MaskRCNNModel (masks off)"
-DEFAULT_CLIP_ORDER = "clip_then_nms"
 
 
 def convert_faster_rcnn(
@@ -38,25 +39,24 @@ def convert_faster_rcnn(
     max_verify_images: int | None,
     progress: bool,
     report_names: tuple[str, str],
+    box_clipping: str = "auto",
 ) -> dict[str, Any]:
     """See `pipeline.conversion.convert.convert`."""
     from pipeline.conversion.convert import write_checkpoint
-    from pipeline.conversion.faster_rcnn.parity import graph_nms_clip_order
     from pipeline.modeling.faster_rcnn.model import build_faster_rcnn_model
 
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    graph_order = graph_nms_clip_order(tf1_dir)
-    source_spec = faster_rcnn_spec_from_config(
-        config_path, nms_clip_order=graph_order or DEFAULT_CLIP_ORDER
-    )
+    config_spec = faster_rcnn_spec_from_config(config_path)
+    checkpoint = TF1Checkpoint(tf1_dir)
+    checkpoint.require_data()
+    clipping = choose_box_clipping(tf1_dir, checkpoint.prefix, box_clipping)
+    source_spec = config_spec.with_box_clipping(clipping.value)
     spec = source_spec
     if num_classes is not None and num_classes != source_spec.num_classes:
         if num_classes <= 0:
             raise PipelineError(f"--num-classes: {num_classes} is not a positive class count")
         spec = source_spec.with_num_classes(num_classes)
-    checkpoint = TF1Checkpoint(tf1_dir)
-    checkpoint.require_data()
     timings["read_config_and_index"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -94,12 +94,9 @@ def convert_faster_rcnn(
             checkpoint_path=str(Path(CHECKPOINT_DIR) / Path(saved).name),
             timings=timings,
             parity=parity,
+            box_clipping=clipping,
             target_model=TARGET_MODEL,
-            input_size=(
-                f"keep_aspect_ratio {spec.min_dimension}..{spec.max_dimension}, "
-                f"post-processing {spec.nms_clip_order}"
-                + ("" if graph_order else " (assumed: no TF1 graph in the directory)")
-            ),
+            input_size=f"keep_aspect_ratio {spec.min_dimension}..{spec.max_dimension}",
         )
         write_json(staging / report_json, report)
         (staging / report_md).write_text(render_markdown(report), encoding="utf-8")

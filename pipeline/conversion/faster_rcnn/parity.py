@@ -13,8 +13,6 @@ Proposals that swapped places because their scores tie exactly are re-paired fir
 (`align_proposals`, counted in the report). The first stage that disagrees is named in the
 diagnosis: a later stage cannot agree when an
 earlier one does not, so that is where to look.
-
-Which NMS clip order the TF1 graph uses (`nms_clip_order`) is read from the graph itself.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,45 +52,6 @@ _STAGE_CAUSES = {
     "box mapping",
     "class_logits": "the SecondStageBoxPredictor ClassPredictor mapping",
 }
-
-
-def nms_clip_order(graph: Any) -> str | None:
-    """'clip_then_nms' when the graph's NMS reads boxes clipped by `ClipToWindow` (2018 OD API),
-    'nms_then_clip' when it reads unclipped boxes, None without an NMS op."""
-    nms_ops = [op for op in graph.get_operations() if op.type.startswith("NonMaxSuppression")]
-    if not nms_ops:
-        return None
-    frontier, seen = [nms_ops[0].inputs[0].op], set()
-    for _ in range(8):
-        following = []
-        for op in frontier:
-            if op.name in seen:
-                continue
-            seen.add(op.name)
-            if "ClipToWindow" in op.name:
-                return "clip_then_nms"
-            following.extend(tensor.op for tensor in op.inputs)
-        frontier = following
-    return "nms_then_clip"
-
-
-def graph_nms_clip_order(zoo_dir: str | os.PathLike[str]) -> str | None:
-    """`nms_clip_order` of the zoo directory's graph (meta graph or frozen graph)."""
-    import tensorflow as tf
-
-    zoo_dir = Path(zoo_dir)
-    graph = tf.Graph()
-    with graph.as_default():
-        if (zoo_dir / "model.ckpt.meta").is_file():
-            tf.compat.v1.train.import_meta_graph(str(zoo_dir / "model.ckpt.meta"),
-                                                 clear_devices=True)  # fmt: skip
-        elif (zoo_dir / "frozen_inference_graph.pb").is_file():
-            graph_def = tf.compat.v1.GraphDef()
-            graph_def.ParseFromString((zoo_dir / "frozen_inference_graph.pb").read_bytes())
-            tf.compat.v1.import_graph_def(graph_def, name="")
-        else:
-            return None
-    return nms_clip_order(graph)
 
 
 def _crop_boxes_tensor(graph: Any) -> str:
@@ -245,7 +203,34 @@ def verify_faster_rcnn(
         compare_stages(path.name, tf1, run_tf2_stages(model, image))
         for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
     ]
-    return summarize(results, str(tf1_dir))
+    report = summarize(results, str(tf1_dir))
+    failing = {r.first_failing_stage for r in results} - {None}
+    if failing and failing <= {"proposals", "detections"}:
+        other = _other_era(model, named, tf1_outputs)
+        if other is not None:
+            report["diagnosis"].append(
+                f"with box_clipping={other} every stage agrees on every image: the graph's OD API "
+                f"era clips boxes {other.replace('_', ' ')}; convert with --box-clipping {other}"
+            )
+    return report
+
+
+def _other_era(model: Any, named: list, tf1_outputs: list[dict]) -> str | None:
+    """The other box clipping, if it makes every image pass (the model is restored after)."""
+    layers = (model.roi_generator, model.detection_generator)
+    current = model.spec.box_clipping
+    other = "after_nms" if current == "before_nms" else "before_nms"
+    try:
+        for layer in layers:
+            layer.box_clipping = other
+        passed = all(
+            compare_stages(path.name, tf1, run_tf2_stages(model, image)).passed
+            for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
+        )
+    finally:
+        for layer in layers:
+            layer.box_clipping = current
+    return other if passed else None
 
 
 def summarize(results: list[StageParity], tf1_graph: str) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def tf1_batch_nms(
     scores: tf.Tensor,
     window: tf.Tensor,
     nms: NMSSpec,
-    clip_order: str,
+    box_clipping: str,
     change_frame: bool,
     valid: tf.Tensor | None = None,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -97,9 +97,9 @@ def tf1_batch_nms(
     [B, N] (TF1's num_valid_boxes). Returns boxes [B, T, 4], scores [B, T], 0-based classes
     [B, T] (float, like TF1), num_detections [B] (int32), zero-padded to T = max_total.
 
-    `clip_order` 'clip_then_nms' (2018 OD API): score filter, clip to the window, drop empty
-    boxes, NMS per class, best max_total overall. 'nms_then_clip' (later OD API): NMS per class on
-    the unclipped boxes, then clip, drop empty boxes, best max_total. The per-class greedy NMS
+    `box_clipping` 'before_nms' (OD API of TF <= 1.8): score filter, clip to the window, drop
+    empty boxes, NMS per class, best max_total overall. 'after_nms' (later OD API): NMS per class
+    on the unclipped boxes, then clip, drop empty boxes, best max_total. The per-class greedy NMS
     (IoU > threshold suppresses, strict score threshold, per-class and total limits) is
     TensorFlow's `combined_non_max_suppression`.
     """
@@ -107,7 +107,7 @@ def tf1_batch_nms(
     num_classes = scores.shape[-1]
     if valid is not None:
         scores = tf.where(valid[..., None], scores, -tf.ones_like(scores))
-    if clip_order == "clip_then_nms":
+    if box_clipping == "before_nms":
         boxes = clip_to_window(boxes, window_b)
         # Empty clipped boxes are pruned by TF1; a score of -1 never passes a threshold >= 0.
         scores = tf.where(_area(boxes) > 0.0, scores, -tf.ones_like(scores))
@@ -129,7 +129,7 @@ def tf1_batch_nms(
             result.nmsed_classes,
             result.valid_detections,
         )
-    # nms_then_clip: keep every per-class survivor, then clip, prune and rank as TF1 does.
+    # after_nms: keep every per-class survivor, then clip, prune and rank as TF1 does.
     result = tf.image.combined_non_max_suppression(
         boxes,
         scores,
@@ -182,13 +182,13 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
         self,
         nms: NMSSpec,
         box_coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        clip_order: str = "clip_then_nms",
+        box_clipping: str = "before_nms",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._nms = nms
         self._weights = [float(w) for w in box_coder_weights]
-        self._clip_order = clip_order
+        self.box_clipping = box_clipping
 
     def call(
         self,
@@ -220,7 +220,7 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
         )
         objectness = tf.nn.softmax(logits)[..., 1:2]
         proposals, scores, _, _ = tf1_batch_nms(
-            boxes[:, :, None, :], objectness, window, self._nms, self._clip_order,
+            boxes[:, :, None, :], objectness, window, self._nms, self.box_clipping,
             change_frame=False,
         )  # fmt: skip
         shape = tf.cast(image_shape, tf.float32)
@@ -231,7 +231,7 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
         return {
             "nms": dataclasses.asdict(self._nms),
             "box_coder_weights": self._weights,
-            "clip_order": self._clip_order,
+            "box_clipping": self.box_clipping,
         }
 
 
@@ -276,7 +276,7 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
         score_converter: str = "SOFTMAX",
         logit_scale: float = 1.0,
         box_coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        clip_order: str = "clip_then_nms",
+        box_clipping: str = "before_nms",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -284,7 +284,7 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
         self._converter = score_converter
         self._logit_scale = float(logit_scale)
         self._weights = [float(w) for w in box_coder_weights]
-        self._clip_order = clip_order
+        self.box_clipping = box_clipping
 
     def call(
         self,
@@ -310,7 +310,7 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
         # Padded proposals are all-zero boxes; real ones never have zero area (TF1 pruned them).
         valid = _area(proposals) > 0.0
         nmsed_boxes, nmsed_scores, nmsed_classes, count = tf1_batch_nms(
-            boxes, scores, _image_window(image_shape), self._nms, self._clip_order,
+            boxes, scores, _image_window(image_shape), self._nms, self.box_clipping,
             change_frame=True, valid=valid,
         )  # fmt: skip
         return {
@@ -326,5 +326,5 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
             "score_converter": self._converter,
             "logit_scale": self._logit_scale,
             "box_coder_weights": self._weights,
-            "clip_order": self._clip_order,
+            "box_clipping": self.box_clipping,
         }

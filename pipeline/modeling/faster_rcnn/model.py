@@ -126,7 +126,7 @@ def build_faster_rcnn_model(
         rpn_head=rpn_head,
         detection_head=detection_head,
         roi_generator=TF1ProposalGenerator(
-            spec.first_stage_nms, spec.box_coder.scales, spec.nms_clip_order
+            spec.first_stage_nms, spec.box_coder.scales, spec.box_clipping
         ),
         roi_sampler=None,
         roi_aligner=TF1CropAndPool(
@@ -137,7 +137,7 @@ def build_faster_rcnn_model(
             spec.second_stage_score_converter,
             spec.second_stage_logit_scale,
             spec.box_coder.scales,
-            spec.nms_clip_order,
+            spec.box_clipping,
         ),
         min_level=int(inception_v2.FEATURE_LEVEL),
         max_level=int(inception_v2.FEATURE_LEVEL),

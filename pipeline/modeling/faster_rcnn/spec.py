@@ -13,15 +13,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.modeling.spec import BoxCoderSpec, _from_dict, _to_jsonable
+from pipeline.modeling.spec import BOX_CLIPPING_CHOICES, BoxCoderSpec, _from_dict, _to_jsonable
 
 FAMILY = "faster_rcnn"
 SUPPORTED_ARCHITECTURES = ("faster_rcnn_inception_v2",)
 
-# Post-processing order of the TF1 OD API's multiclass NMS: the 2018 code (TF 1.4-1.12 exports,
-# the zoo graphs) clips boxes to the window and drops empty ones *before* NMS; later code (TF
-# 1.13+, the 2.x OD API) runs NMS on the unclipped boxes and clips afterwards.
-NMS_CLIP_ORDERS = ("clip_then_nms", "nms_then_clip")
+__all__ = ["BOX_CLIPPING_CHOICES", "FAMILY", "FasterRCNNSpec", "GridAnchorSpec", "NMSSpec"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +71,9 @@ class FasterRCNNSpec:
     second_stage_score_converter: str = "SOFTMAX"
     second_stage_logit_scale: float = 1.0
     box_coder: BoxCoderSpec = dataclasses.field(default_factory=BoxCoderSpec)
-    nms_clip_order: str = "clip_then_nms"
+    # Both stages' NMS, as SSD's (`pipeline.modeling.spec.BOX_CLIPPING_CHOICES`): the OD API of
+    # TF <= 1.8 clips boxes to the image before NMS, later code after it.
+    box_clipping: str = "before_nms"
 
     @property
     def family(self) -> str:
@@ -90,6 +89,11 @@ class FasterRCNNSpec:
 
     def with_num_classes(self, num_classes: int) -> FasterRCNNSpec:
         return dataclasses.replace(self, num_classes=int(num_classes))
+
+    def with_box_clipping(self, box_clipping: str) -> FasterRCNNSpec:
+        if box_clipping not in BOX_CLIPPING_CHOICES:
+            raise ValueError(f"box_clipping {box_clipping!r} is not one of {BOX_CLIPPING_CHOICES}")
+        return dataclasses.replace(self, box_clipping=box_clipping)
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": FAMILY, **_to_jsonable(dataclasses.asdict(self))}
