@@ -8,7 +8,6 @@ than converted approximately.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
@@ -20,7 +19,8 @@ from pipeline.modeling.faster_rcnn.spec import (
 )
 from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES as SSD_ARCHITECTURES
 from pipeline.modeling.spec import BoxCoderSpec
-from pipeline.tf1.pipeline_config import read_pipeline_config
+from pipeline.tf1 import pipeline_config
+from pipeline.tf1.pipeline_config import enum_name, load_config
 
 SUPPORTED_DESCRIPTION = (
     "faster_rcnn with feature_extractor.type "
@@ -44,26 +44,20 @@ def faster_rcnn_spec_from_config(
     The box clipping era is not in the config (`FasterRCNNSpec.with_box_clipping`, read from the
     graph by `pipeline.tf1.graph_facts.choose_box_clipping`).
     """
-    if isinstance(config_or_path, str | os.PathLike):
-        path = Path(config_or_path)
-        config = read_pipeline_config(path)
-        source = source or str(path if path.is_file() else path / "pipeline.config")
-    else:
-        config = config_or_path
-        source = source or "pipeline.config"
-    return _Translator(config, source).spec()
+    return _Translator(*load_config(config_or_path, source)).spec()
 
 
-class _Translator:
-    def __init__(self, config: Any, source: str) -> None:
-        self.config = config
-        self.source = source
-
-    def fail(self, field: str, problem: str, fix: str) -> PipelineError:
-        return PipelineError(f"{self.source}: {field} {problem}; {fix}")
-
+class _Translator(pipeline_config._Translator):
     def unsupported(self, field: str, problem: str) -> PipelineError:
         return self.fail(field, problem, f"supported: {SUPPORTED_DESCRIPTION}")
+
+    def refuse_true(
+        self, message: Any, field: str, flags: tuple[str, ...], notes: dict[str, str] | None = None
+    ) -> None:
+        """Refuse the first of the boolean `flags` that is set (`notes`: what one means)."""
+        for name in flags:
+            if getattr(message, name):
+                raise self.unsupported(f"{field}.{name}", f"is true{(notes or {}).get(name, '')}")
 
     def spec(self) -> FasterRCNNSpec:
         if not is_faster_rcnn(self.config):
@@ -76,20 +70,16 @@ class _Translator:
             raise self.unsupported(
                 f"{_FR}.number_of_stages", f"is {fr.number_of_stages} (only 2-stage inference)"
             )
-        for name in ("use_matmul_crop_and_resize", "use_static_shapes", "clip_anchors_to_image"):
-            if getattr(fr, name):
-                raise self.unsupported(f"{_FR}.{name}", "is true")
+        self.refuse_true(
+            fr, _FR, ("use_matmul_crop_and_resize", "use_static_shapes", "clip_anchors_to_image")
+        )
         if fr.first_stage_atrous_rate != 1:
             raise self.unsupported(
                 f"{_FR}.first_stage_atrous_rate", f"is {fr.first_stage_atrous_rate} (atrous)"
             )
         min_dim, max_dim, method = self.resizer(fr)
         post = fr.second_stage_post_processing
-        converter = (
-            post.DESCRIPTOR.fields_by_name["score_converter"]
-            .enum_type.values_by_number[post.score_converter]
-            .name
-        )
+        converter = enum_name(post, "score_converter")
         if converter not in ("SOFTMAX", "SIGMOID", "IDENTITY"):
             raise self.unsupported(f"{_FR}.second_stage_post_processing.score_converter", "")
         for stage, size in (
@@ -132,12 +122,8 @@ class _Translator:
             raise self.unsupported(f"{_FR}.second_stage_box_predictor", f"is {kind or 'missing'}")
         predictor = fr.second_stage_box_predictor.mask_rcnn_box_predictor
         field = f"{_FR}.second_stage_box_predictor.mask_rcnn_box_predictor"
-        if predictor.predict_instance_masks:
-            raise self.unsupported(f"{field}.predict_instance_masks", "is true (Mask R-CNN)")
-        if predictor.predict_keypoints:
-            raise self.unsupported(f"{field}.predict_keypoints", "is true")
-        if predictor.share_box_across_classes:
-            raise self.unsupported(f"{field}.share_box_across_classes", "is true")
+        flags = ("predict_instance_masks", "predict_keypoints", "share_box_across_classes")
+        self.refuse_true(predictor, field, flags, {"predict_instance_masks": " (Mask R-CNN)"})
         if predictor.box_code_size != 4:
             raise self.unsupported(f"{field}.box_code_size", f"is {predictor.box_code_size}")
         extractor = fr.feature_extractor
@@ -158,15 +144,8 @@ class _Translator:
             raise self.unsupported(f"{_FR}.image_resizer", f"is {kind or 'missing'}")
         resizer = fr.image_resizer.keep_aspect_ratio_resizer
         field = f"{_FR}.image_resizer.keep_aspect_ratio_resizer"
-        if resizer.pad_to_max_dimension:
-            raise self.unsupported(f"{field}.pad_to_max_dimension", "is true")
-        if resizer.convert_to_grayscale:
-            raise self.unsupported(f"{field}.convert_to_grayscale", "is true")
-        method = (
-            resizer.DESCRIPTOR.fields_by_name["resize_method"]
-            .enum_type.values_by_number[resizer.resize_method]
-            .name
-        )
+        self.refuse_true(resizer, field, ("pad_to_max_dimension", "convert_to_grayscale"))
+        method = enum_name(resizer, "resize_method")
         if method != "BILINEAR":
             raise self.unsupported(f"{field}.resize_method", f"is {method} (only BILINEAR)")
         if not 0 < resizer.min_dimension <= resizer.max_dimension:
@@ -205,10 +184,9 @@ class _Translator:
         if post.HasField("calibration_config"):
             raise self.unsupported(f"{field}.calibration_config", "is set")
         nms = post.batch_non_max_suppression
-        for name in ("use_class_agnostic_nms", "use_static_shapes", "use_partitioned_nms",
-                     "use_combined_nms"):  # fmt: skip
-            if getattr(nms, name):
-                raise self.unsupported(f"{field}.batch_non_max_suppression.{name}", "is true")
+        flags = ("use_class_agnostic_nms", "use_static_shapes", "use_partitioned_nms",
+                 "use_combined_nms")  # fmt: skip
+        self.refuse_true(nms, f"{field}.batch_non_max_suppression", flags)
         if nms.soft_nms_sigma > 0:
             raise self.unsupported(f"{field}.batch_non_max_suppression.soft_nms_sigma", "is set")
         return NMSSpec(
