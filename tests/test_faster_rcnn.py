@@ -263,3 +263,15 @@ def test_tf1_reference_export_parity(
     assert report["post_processing"]["box_clipping"] == "after_nms"
     assert report["complete"] and report["tf1"]["mapped"] == 356
     _check_parity(report["parity"])
+
+
+def test_converted_faster_rcnn_dir_is_described_and_not_fine_tuned(tmp_path: Path) -> None:
+    from pipeline.inference.detector import model_num_classes
+    from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
+    from pipeline.training.task import load_spec
+
+    spec = FasterRCNNSpec(num_classes=6)
+    (tmp_path / "model_spec.json").write_text(json.dumps(spec.to_dict()))
+    assert model_num_classes(tmp_path) == 6
+    with pytest.raises(PipelineError, match="a converted faster_rcnn model; fine-tuning supports"):
+        load_spec(tmp_path)

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import PipelineError
-from pipeline.modeling.builder import SPEC_FILE, load_converted
+from pipeline.modeling.builder import SPEC_FILE, load_converted, read_spec
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.preprocessing import preprocess
 from pipeline.modeling.spec import SSDSpec
@@ -119,7 +119,7 @@ def model_num_classes(path: str | os.PathLike[str]) -> int | None:
         return None
     spec = path / SPEC_FILE
     if spec.is_file():
-        return SSDSpec.from_dict(json.loads(spec.read_text(encoding="utf-8"))).num_classes
+        return read_spec(path).num_classes
     return None
 
 

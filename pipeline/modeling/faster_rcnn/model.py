@@ -81,9 +81,7 @@ def _norm_activation(spec: FasterRCNNSpec) -> common.NormActivation:
     )  # fmt: skip
 
 
-def build_faster_rcnn_model(
-    spec: FasterRCNNSpec, l2_regularization: bool = False
-) -> TF1FasterRCNNModel:
+def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
     """The TF2 model of `spec`, with every variable created.
 
     `model(preprocessed, image_shape)` takes `preprocess(images, spec)`'s outputs and returns
@@ -96,7 +94,6 @@ def build_faster_rcnn_model(
             f"model_spec: architecture {spec.architecture!r} is not supported; "
             f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    del l2_regularization  # fine-tuning two-stage models is not supported yet
     backbone = backbone_factory.build_backbone(
         input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
         backbone_config=inception_v2.BackboneConfig(
