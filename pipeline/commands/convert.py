@@ -1,4 +1,5 @@
-"""`python -m pipeline convert`: TF1 zoo SSD checkpoint -> Model Garden TF2 checkpoint + report."""
+"""`python -m pipeline convert`: TF1 zoo SSD / Faster R-CNN checkpoint -> Model Garden TF2
+checkpoint + report."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from pathlib import Path
 from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
 
 NAME = "convert"
-HELP = "convert a TF1 zoo SSD MobileNet checkpoint into a Model Garden TF2 model"
+HELP = "convert a TF1 SSD MobileNet or Faster R-CNN Inception v2 checkpoint to a Model Garden model"
 DESCRIPTION = (
     "Read a TF1 Object Detection zoo directory (model.ckpt.* + pipeline.config), build the "
-    "equivalent Model Garden RetinaNetModel, map every TF1 variable onto it and write "
+    "equivalent Model Garden RetinaNetModel (SSD) or MaskRCNNModel without masks (Faster R-CNN), "
+    "map every TF1 variable onto it and write "
     "<out>/checkpoint/, model_spec.json, pipeline.config and conversion_report.{json,md}. "
     "With --verify-images, run the TF1 graph and the converted model on those images and record "
     "the parity figures (fails if they disagree)."

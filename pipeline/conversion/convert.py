@@ -1,4 +1,5 @@
-"""`python -m pipeline convert`: a TF1 zoo SSD directory -> a converted TF2 model directory.
+"""`python -m pipeline convert`: a TF1 zoo SSD or Faster R-CNN directory -> a converted TF2 model
+directory (Faster R-CNN: `pipeline.conversion.faster_rcnn.convert`).
 
 Output (written atomically): `checkpoint/` (tf.train.Checkpoint(**model.checkpoint_items), the
 layout Model Garden's task `initialize` restores), `model_spec.json`, a copy of
@@ -20,8 +21,9 @@ from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.spec import SSDSpec
 from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.faster_rcnn_config import is_faster_rcnn
 from pipeline.tf1.graph_facts import choose_box_clipping
-from pipeline.tf1.pipeline_config import ssd_spec_from_config
+from pipeline.tf1.pipeline_config import read_pipeline_config, ssd_spec_from_config
 
 REPORT_JSON = "conversion_report.json"
 REPORT_MD = "conversion_report.md"
@@ -58,6 +60,13 @@ def convert(
     timings: dict[str, float] = {}
     tf1_dir = Path(tf1_dir)
     config_path = tf1_dir / CONFIG_FILE
+    if is_faster_rcnn(read_pipeline_config(config_path)):
+        from pipeline.conversion.faster_rcnn.convert import convert_faster_rcnn
+
+        return convert_faster_rcnn(
+            tf1_dir, Path(out_dir), config_path, num_classes, verify_images, max_verify_images,
+            progress, (REPORT_JSON, REPORT_MD), box_clipping,
+        )  # fmt: skip
     start = time.perf_counter()
     checkpoint = TF1Checkpoint(tf1_dir)
     checkpoint.require_data()

@@ -26,7 +26,11 @@ def build_report(
     timings: dict[str, float],
     parity: dict[str, Any] | None = None,
     box_clipping: BoxClipping | None = None,
+    target_model: str = "official.vision.modeling.retinanet_model.RetinaNetModel",
+    input_size: str | None = None,
 ) -> dict[str, Any]:
+    """`input_size`: how the model sizes its input, for the report (default: the spec's fixed
+    image_size)."""
     fresh_variables = [
         f"{record.scope}/{leaf}"
         for record in plan.fresh
@@ -41,10 +45,11 @@ def build_report(
             "num_classes": source_spec.num_classes,
         },
         "target": {
-            "model": "official.vision.modeling.retinanet_model.RetinaNetModel",
+            "model": target_model,
             "checkpoint": checkpoint_path,
             "num_classes": spec.num_classes,
-            "image_size": list(spec.image_size),
+            "input_size": input_size or "x".join(str(d) for d in spec.image_size),
+            **({} if input_size else {"image_size": list(spec.image_size)}),
         },
         "tf1": {
             "total": tf1_total,
@@ -62,7 +67,9 @@ def build_report(
         },
         "fresh_layers": plan.fresh_layers,
         "post_processing": {
-            "box_clipping": spec.post_processing.box_clipping,
+            "box_clipping": box_clipping.value
+            if box_clipping
+            else spec.post_processing.box_clipping,
             "why": box_clipping.reason if box_clipping else "model_spec default",
         },
         "mapping": [
@@ -111,8 +118,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- Source: `{source['checkpoint']}` ({source['architecture']}, "
         f"{source['num_classes']} classes)",
-        f"- Target: Model Garden `RetinaNetModel`, {target['num_classes']} classes, input "
-        f"{target['image_size'][0]}x{target['image_size'][1]}, checkpoint `{target['checkpoint']}`",
+        f"- Target: Model Garden `{target['model'].rsplit('.', 1)[-1]}`, "
+        f"{target['num_classes']} classes, input {target['input_size']}, checkpoint "
+        f"`{target['checkpoint']}`",
         f"- Coverage: **{status}**",
         f"- Post-processing: boxes clipped {_clipping_line(report)}",
         "",

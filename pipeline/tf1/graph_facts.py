@@ -53,19 +53,28 @@ def read_graph_def(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
 
 def box_clipping_of_graph(graph_def: Any) -> str | None:
-    """'before_nms' if the first NMS op's boxes come through a ClipToWindow, 'after_nms' if not,
-    None when the graph has no NMS (a training graph)."""
+    """'before_nms' if the first NMS op's boxes come through a ClipToWindow of its own
+    multiclass-NMS scope, 'after_nms' if not, None when the graph has no NMS (a training graph).
+
+    Only the NMS scope's own ClipToWindow counts: Faster R-CNN clips its *anchors* to the image
+    (a top-level `ClipToWindow`) upstream of the first-stage NMS in every era."""
     nodes = {node.name: node for node in graph_def.node}
     nms = next((node for node in graph_def.node if node.op in _NMS_OPS), None)
     if nms is None:
         return None
+    marker = "MultiClassNonMaxSuppression/"
+    scope = (
+        nms.name[: nms.name.index(marker) + len(marker)]
+        if marker in nms.name
+        else nms.name.rsplit("/", 1)[0] + "/"
+    )
     seen: set[str] = set()
     stack = [nms.input[0]]
     while stack:
         name = stack.pop().lstrip("^").split(":")[0]
         if name in seen or name not in nodes:
             continue
-        if "ClipToWindow" in name:
+        if "ClipToWindow" in name and name.startswith(scope):
             return "before_nms"
         seen.add(name)
         stack.extend(nodes[name].input)
