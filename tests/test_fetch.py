@@ -403,7 +403,7 @@ def test_not_an_archive(payload, message, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("drop", "message"),
     [
-        (("model.ckpt.index", "model.ckpt.data-00000-of-00001"), "no checkpoint"),
+        (("model.ckpt.index", "model.ckpt.data-00000-of-00001"), "no weights found"),
         (("model.ckpt.data-00000-of-00001",), "has an index but no data file"),
         (("pipeline.config",), "no pipeline.config"),
     ],

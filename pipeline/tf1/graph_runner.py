@@ -1,9 +1,11 @@
 """Run a TF1 Object Detection API inference graph under `tf.compat.v1`.
 
-A zoo directory holds the inference graph twice: `model.ckpt.meta` (with variables, restored from
-`model.ckpt`) and `frozen_inference_graph.pb` (variables folded into constants). Either can be run
-here. Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2 eager code in
-the same process (the converted model) is unaffected.
+An export holds the inference graph three times: `model.ckpt.meta` (with variables, restored from
+`model.ckpt`), `frozen_inference_graph.pb` (variables folded into constants) and `saved_model/`
+(the frozen graph with a `serving_default` signature whose input key is `inputs`). Any of them
+can be run here, and a training dir's `model.ckpt-N.meta` when it is an inference graph.
+Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2 eager code in the
+same process (the converted model) is unaffected.
 
 Tensor names are those the OD API exporter gives every SSD graph: input `image_tensor`, raw
 outputs `concat` (box encodings [B, N, 1, 4]) and `concat_1` (class logits [B, N, C+1]), per-head
@@ -16,19 +18,22 @@ post-processed `detection_{boxes,scores,classes}`, `num_detections`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from pipeline.errors import PipelineError
-
-FROZEN_GRAPH = "frozen_inference_graph.pb"
-META_GRAPH = "model.ckpt.meta"
-CHECKPOINT_PREFIX = "model.ckpt"
+from pipeline.tf1.model_dir import (
+    FROZEN_GRAPH,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PB,
+    find_checkpoint,
+)
 
 INPUT_TENSOR = "image_tensor:0"
 BOX_ENCODINGS = "concat:0"
@@ -41,72 +46,147 @@ ANCHORS_OPS = ("Concatenate/concat", "MultipleGridAnchorGenerator/Identity")
 # Box predictor outputs: `BoxPredictor_i/ClassPredictor/BiasAdd` for per-level heads, numbered
 # scopes for weight-shared ones.
 _HEAD_OP = re.compile(r"^(?:.+/)?(?:BoxEncodingPredictor|ClassPredictor)(?:_\d+)?/BiasAdd$")
+SERVING_SIGNATURE = "serving_default"
 
-GraphKind = Literal["auto", "meta", "frozen"]
+GraphKind = Literal["auto", "meta", "frozen", "saved_model"]
+# TF1 variable name -> the checkpoint entry to restore it from (e.g. its moving average).
+RestoreName = Callable[[str], str]
 
 
-def _has_checkpoint(zoo_dir: Path) -> bool:
-    return (zoo_dir / META_GRAPH).is_file() and (zoo_dir / f"{CHECKPOINT_PREFIX}.index").is_file()
+class NoInferenceGraph(PipelineError):
+    """Nothing to compare against: no graph in the directory, or one that is not an exported SSD
+    inference graph (e.g. a training dir's training graph)."""
 
 
-def resolve_graph_kind(zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> str:
-    """Which graph to run: the meta graph + checkpoint when present (the weights the converter
-    reads), else the frozen graph."""
+@dataclasses.dataclass(frozen=True)
+class GraphFiles:
+    """The graph to run and where its weights are: `kind` 'meta' (graph + checkpoint prefix),
+    'frozen' (a GraphDef .pb) or 'saved_model' (a SavedModel directory)."""
+
+    kind: str
+    path: Path
+    checkpoint_prefix: Path | None = None
+
+
+def resolve_graph(
+    zoo_dir: str | os.PathLike[str],
+    graph: GraphKind = "auto",
+    checkpoint_prefix: str | os.PathLike[str] | None = None,
+) -> GraphFiles:
+    """Which graph to run in a TF1 model directory.
+
+    'auto': the checkpoint's own meta graph when present (the weights the converter reads;
+    `model.ckpt-N.meta` in a training dir), else the frozen graph, else the SavedModel.
+    `checkpoint_prefix` chooses the checkpoint (default: the directory's newest).
+    """
     zoo_dir = Path(zoo_dir)
-    if graph == "meta" or (graph == "auto" and _has_checkpoint(zoo_dir)):
-        if not _has_checkpoint(zoo_dir):
-            raise PipelineError(
-                f"{zoo_dir}: {META_GRAPH} or {CHECKPOINT_PREFIX}.index missing; "
-                f"pass the extracted zoo directory or use the frozen graph"
+    prefix = Path(checkpoint_prefix) if checkpoint_prefix else find_checkpoint(zoo_dir)[0]
+    meta = prefix.with_name(prefix.name + ".meta") if prefix is not None else None
+    has_meta = meta is not None and meta.is_file()
+    if graph == "meta" or (graph == "auto" and has_meta):
+        if not has_meta or prefix is None or meta is None:
+            raise NoInferenceGraph(
+                f"{zoo_dir}: no checkpoint with its .meta graph (model.ckpt[-N].meta + .index); "
+                "run the frozen graph or the SavedModel instead"
             )
-        return "meta"
-    if (zoo_dir / FROZEN_GRAPH).is_file():
-        return "frozen"
-    raise PipelineError(
-        f"{zoo_dir}: neither {META_GRAPH} + {CHECKPOINT_PREFIX} nor {FROZEN_GRAPH} found; "
-        f"pass an extracted TF1 zoo model directory"
+        return GraphFiles("meta", meta, prefix)
+    frozen = zoo_dir / FROZEN_GRAPH
+    if graph in ("frozen", "auto") and frozen.is_file():
+        return GraphFiles("frozen", frozen)
+    saved_model = next(
+        (d for d in (zoo_dir / SAVED_MODEL_DIR, zoo_dir) if (d / SAVED_MODEL_PB).is_file()), None
+    )
+    if graph in ("saved_model", "auto") and saved_model is not None:
+        return GraphFiles("saved_model", saved_model)
+    wanted = {
+        "frozen": FROZEN_GRAPH,
+        "saved_model": f"{SAVED_MODEL_DIR}/{SAVED_MODEL_PB}",
+    }.get(graph, f"model.ckpt[-N].meta + .index, {FROZEN_GRAPH} or {SAVED_MODEL_DIR}/")
+    raise NoInferenceGraph(
+        f"{zoo_dir}: no TF1 inference graph to run ({wanted} not found); pass an exported TF1 "
+        "model directory (export_inference_graph.py writes all three)"
     )
 
 
-class TF1GraphRunner:
-    """The TF1 inference graph of a zoo directory, loaded once and run image by image.
+def resolve_graph_kind(zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> str:
+    """The kind of graph `resolve_graph` picks ('meta', 'frozen' or 'saved_model')."""
+    return resolve_graph(zoo_dir, graph).kind
 
+
+class TF1GraphRunner:
+    """The TF1 inference graph of a model directory, loaded once and run image by image.
+
+    `restore_name` maps a variable of a meta graph to the checkpoint entry it is restored from
+    (the weight source's choice, e.g. moving averages, as the TF1 exporter does); by default the
+    meta graph's own saver restores every variable from its own name.
     Use as a context manager (or call `close()`) to release the session.
     """
 
-    def __init__(self, zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> None:
+    def __init__(
+        self,
+        zoo_dir: str | os.PathLike[str],
+        graph: GraphKind = "auto",
+        checkpoint_prefix: str | os.PathLike[str] | None = None,
+        restore_name: RestoreName | None = None,
+    ) -> None:
         import tensorflow as tf
 
         self.zoo_dir = Path(zoo_dir)
-        self.kind = resolve_graph_kind(self.zoo_dir, graph)
+        self.files = resolve_graph(self.zoo_dir, graph, checkpoint_prefix)
+        self.kind = self.files.kind
+        self.input_tensor = INPUT_TENSOR
         self.graph = tf.Graph()
-        with self.graph.as_default():
-            if self.kind == "meta":
-                saver = tf.compat.v1.train.import_meta_graph(
-                    str(self.zoo_dir / META_GRAPH), clear_devices=True
-                )
-            else:
-                graph_def = tf.compat.v1.GraphDef()
-                graph_def.ParseFromString((self.zoo_dir / FROZEN_GRAPH).read_bytes())
-                tf.compat.v1.import_graph_def(graph_def, name="")
         self.session = tf.compat.v1.Session(graph=self.graph)
-        if self.kind == "meta":
-            if saver is None:
-                raise PipelineError(f"{self.zoo_dir / META_GRAPH}: the graph has no variables")
-            # Saver.restore checks for eager mode in the *current* graph context.
-            with self.graph.as_default():
-                saver.restore(self.session, str(self.zoo_dir / CHECKPOINT_PREFIX))
-        names = {op.name for op in self.graph.get_operations()}
-        for required in ("image_tensor", "concat", "concat_1", *DETECTION_TENSORS):
-            if required not in names:
-                raise PipelineError(
-                    f"{self.zoo_dir}: graph has no `{required}` tensor; expected a TF1 Object "
-                    f"Detection API SSD inference graph (exported with export_inference_graph)"
-                )
+        try:
+            self._load(restore_name)
+        except BaseException:
+            self.session.close()
+            raise
         self.head_tensors = sorted(
             op.name for op in self.graph.get_operations() if _HEAD_OP.match(op.name)
         )
         self.anchors_tensor = _find_anchors_op(self.graph)
+
+    def _load(self, restore_name: RestoreName | None) -> None:
+        import tensorflow as tf
+
+        path = self.files.path
+        # Saver and loader check for eager mode in the *current* graph context.
+        with self.graph.as_default():
+            if self.kind == "meta":
+                saver = tf.compat.v1.train.import_meta_graph(str(path), clear_devices=True)
+                self._check_inference_graph(path)
+                if saver is None:
+                    raise PipelineError(f"{path}: the graph has no variables")
+                if restore_name is not None:
+                    names = {restore_name(v.op.name): v for v in tf.compat.v1.global_variables()}
+                    saver = tf.compat.v1.train.Saver(names)
+                saver.restore(self.session, str(self.files.checkpoint_prefix))
+            elif self.kind == "frozen":
+                from pipeline.tf1.weights import read_graph_def
+
+                tf.compat.v1.import_graph_def(read_graph_def(path), name="")
+                self._check_inference_graph(path)
+            else:
+                meta_graph = tf.compat.v1.saved_model.loader.load(
+                    self.session, [tf.saved_model.SERVING], str(path)
+                )
+                signature = meta_graph.signature_def.get(SERVING_SIGNATURE)
+                if signature is not None and len(signature.inputs) == 1:
+                    # The TF1 exporter's key is `inputs` (the image_tensor placeholder).
+                    self.input_tensor = next(iter(signature.inputs.values())).name
+                self._check_inference_graph(path / SAVED_MODEL_PB)
+
+    def _check_inference_graph(self, path: Path) -> None:
+        names = {op.name for op in self.graph.get_operations()}
+        required = (self.input_tensor.split(":")[0], "concat", "concat_1", *DETECTION_TENSORS)
+        missing = [name for name in required if name not in names]
+        if missing:
+            raise NoInferenceGraph(
+                f"{path}: not an SSD inference graph (no `{'`, `'.join(missing)}`; a training "
+                "graph, or not exported with export_inference_graph.py); export the model with "
+                "the TF1 exporter to compare against it"
+            )
 
     def __enter__(self) -> TF1GraphRunner:
         return self
@@ -136,7 +216,7 @@ class TF1GraphRunner:
             fetches["heads"] = {name.rsplit("/", 1)[0]: f"{name}:0" for name in self.head_tensors}
         if with_anchors:
             fetches["anchors"] = self._anchors_name()
-        raw = self.session.run(fetches, {INPUT_TENSOR: batch})
+        raw = self.session.run(fetches, {self.input_tensor: batch})
         out: dict[str, Any] = {
             "box_encodings": raw["box_encodings"].reshape(raw["box_encodings"].shape[1], -1),
             "class_logits": raw["class_logits"][0],
@@ -155,7 +235,7 @@ class TF1GraphRunner:
         """The graph's anchors [N, 4]. They depend on the feature-map sizes, so the graph is run
         on a blank image; with a fixed-shape resizer any input size gives the same anchors."""
         blank = np.zeros((1, *image_size, 3), dtype=np.uint8)
-        return self.session.run(self._anchors_name(), {INPUT_TENSOR: blank})
+        return self.session.run(self._anchors_name(), {self.input_tensor: blank})
 
     def _anchors_name(self) -> str:
         if self.anchors_tensor is None:
