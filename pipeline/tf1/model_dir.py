@@ -199,10 +199,10 @@ def find_checkpoint(
     named = _state_file_prefix(root)
     if named is not None and (root / f"{named}.index").is_file():
         if len(indexes) == 1:
-            return root / named, f"{named}"
-        return root / named, f"{named}: the newest, named by the `checkpoint` file"
+            return root / named, "the only checkpoint, named by the `checkpoint` file"
+        return root / named, "the newest, named by the `checkpoint` file"
     if len(indexes) == 1:
-        return indexes[0].with_suffix(""), indexes[0].stem
+        return indexes[0].with_suffix(""), "the only checkpoint"
     steps = {int(m["step"]): m["prefix"] for p in indexes if (m := _STEP.match(p.name))}
     if not steps:
         listed = ", ".join(p.stem for p in indexes)
@@ -212,7 +212,7 @@ def find_checkpoint(
         )
     newest = steps[max(steps)]
     missing = f" (the `checkpoint` file names {named}, which is absent)" if named else ""
-    return root / newest, f"{newest}: the highest step present{missing}"
+    return root / newest, f"the highest step present{missing}"
 
 
 def _indexes(root: Path) -> list[Path]:
