@@ -222,23 +222,22 @@ def test_convert_command_with_verification(
 def test_convert_reads_model_params(tmp_path: Path) -> None:
     import argparse
 
-    from pipeline.commands.convert import _settings
+    from pipeline.commands.convert import _settings, add_arguments
 
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     params = tmp_path / "params.yaml"
     params.write_text(
         "model:\n  num_classes: 3\n  verify_images: some/images\n  verify_max_images: 4\n"
+        "  box_clipping: after_nms\n"
     )
-    args = argparse.Namespace(
-        num_classes=None, verify_images=None, max_verify_images=None, params=params
-    )
-    assert _settings(args) == (3, Path("some/images"), 4)
-    args.num_classes, args.max_verify_images = 5, 2
-    assert _settings(args) == (5, Path("some/images"), 2)
+    base = ["--tf1-dir", "zoo", "--out", "out", "--params", str(params)]
+    assert _settings(parser.parse_args(base)) == (3, Path("some/images"), 4, "after_nms")
+    args = parser.parse_args([*base, "--num-classes", "5", "--max-verify-images", "2",
+                              "--box-clipping", "before_nms"])  # fmt: skip
+    assert _settings(args) == (5, Path("some/images"), 2, "before_nms")
     params.write_text("model:\n  num_classes: null\n  verify_images: null\n")
-    args = argparse.Namespace(
-        num_classes=None, verify_images=None, max_verify_images=None, params=params
-    )
-    assert _settings(args) == (None, None, None)
+    assert _settings(parser.parse_args(base)) == (None, None, None, "auto")
 
 
 def test_batch_norm_without_scale_converts_with_implied_gamma(

@@ -17,19 +17,41 @@ SUPPORTED_SAMPLES = {
     "ssd_mobilenet_v1_coco.config": ("ssd_mobilenet_v1", 1, False, False),
     "ssd_mobilenet_v2_coco.config": ("ssd_mobilenet_v2", 1, False, False),
     "ssdlite_mobilenet_v1_coco.config": ("ssd_mobilenet_v1", 3, True, True),
+    "ssd_mobilenet_v1_0.75_depth_300x300_coco14_sync.config": ("ssd_mobilenet_v1", 1, False, False),
 }
 UNSUPPORTED_SAMPLES = {
+    "embedded_ssd_mobilenet_v1_coco.config": "embedded_ssd_mobilenet_v1",
+    "faster_rcnn_inception_resnet_v2_atrous_coco.config": "faster_rcnn_inception_resnet_v2",
+    "faster_rcnn_inception_v2_coco.config": "faster_rcnn_inception_v2",
+    "faster_rcnn_resnet101_coco.config": "faster_rcnn_resnet101",
     "faster_rcnn_resnet50_coco.config": "faster_rcnn_resnet50",
+    "mask_rcnn_inception_v2_coco.config": "faster_rcnn_inception_v2",
+    "mask_rcnn_resnet50_atrous_coco.config": "faster_rcnn_resnet50",
+    "rfcn_resnet101_coco.config": "faster_rcnn_resnet101",
     "ssd_inception_v2_coco.config": "ssd_inception_v2",
     "ssd_mobilenet_v1_fpn_shared_box_predictor_640x640_coco14_sync.config": "ssd_mobilenet_v1_fpn",
+    "ssd_mobilenet_v1_ppn_shared_box_predictor_300x300_coco14_sync.config": "ssd_mobilenet_v1_ppn",
     "ssd_resnet50_v1_fpn_shared_box_predictor_640x640_coco14_sync.config": "ssd_resnet50_v1_fpn",
 }
+FOCAL_LOSS_SAMPLES = ("ssd_mobilenet_v1_0.75_depth_300x300_coco14_sync.config",)
+# Quantized graphs are refused for the graph rewriter, not the architecture.
+QUANTIZED_SAMPLES = (
+    "ssd_mobilenet_v1_quantized_300x300_coco14_sync.config",
+    "ssd_mobilenet_v2_quantized_300x300_coco.config",
+)
 F32 = np.float32
 
 
 def test_every_sample_config_is_classified(od_api_configs: Path) -> None:
     names = {p.name for p in od_api_configs.glob("*.config")}
-    assert names == set(SUPPORTED_SAMPLES) | set(UNSUPPORTED_SAMPLES)
+    assert names == set(SUPPORTED_SAMPLES) | set(UNSUPPORTED_SAMPLES) | set(QUANTIZED_SAMPLES)
+
+
+@pytest.mark.parametrize("name", QUANTIZED_SAMPLES)
+def test_quantized_sample_configs_are_refused_in_one_line(od_api_configs: Path, name: str) -> None:
+    with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization is set") as error:
+        ssd_spec_from_config(od_api_configs / name)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", sorted(SUPPORTED_SAMPLES))
@@ -51,9 +73,13 @@ def test_supported_sample_configs_parse(od_api_configs: Path, name: str) -> None
     assert spec.post_processing.score_converter == "SIGMOID"
     assert spec.post_processing.score_threshold == float(F32(1e-8))
     assert spec.post_processing.iou_threshold == float(F32(0.6))
-    assert spec.training.hard_example_miner is not None
-    assert spec.training.hard_example_miner.loss_type == "CLASSIFICATION"
-    assert spec.training.classification_loss == "weighted_sigmoid"
+    if name in FOCAL_LOSS_SAMPLES:
+        assert spec.training.hard_example_miner is None
+        assert spec.training.classification_loss == "weighted_sigmoid_focal"
+    else:
+        assert spec.training.hard_example_miner is not None
+        assert spec.training.hard_example_miner.loss_type == "CLASSIFICATION"
+        assert spec.training.classification_loss == "weighted_sigmoid"
 
 
 @pytest.mark.parametrize("name", sorted(UNSUPPORTED_SAMPLES))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
 from pipeline.tf1.weights import WEIGHTS_CHOICES
 
 NAME = "convert"
@@ -57,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "leaves the class predictors freshly initialised",
     )
     parser.add_argument(
+        "--box-clipping",
+        choices=("auto", *BOX_CLIPPING_CHOICES),
+        default=None,
+        help="when TF1's NMS clips boxes to the image: before NMS (OD API of TF <= 1.8, the "
+        "2018_01..07_03 zoo graphs) or after it (TF 1.9-1.15 exports); default auto: read from "
+        "the model's graph (frozen graph, SavedModel or .meta), else TF 1.9+ behaviour",
+    )
+    parser.add_argument(
         "--verify-images", type=Path, default=None, help="folder of JPEG/PNG images for parity"
     )
     parser.add_argument(
@@ -79,11 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | None]:
-    num_classes, verify_images, max_images = (
+def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | None, str]:
+    num_classes, verify_images, max_images, box_clipping = (
         args.num_classes,
         args.verify_images,
         args.max_verify_images,
+        args.box_clipping,
     )
     if args.params is not None:
         from pipeline.params import load_params
@@ -95,13 +105,15 @@ def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | 
             verify_images = Path(model.verify_images)
         if max_images is None and model.get("verify_max_images") is not None:
             max_images = int(model.verify_max_images)
-    return num_classes, verify_images, max_images
+        if box_clipping is None and model.get("box_clipping") is not None:
+            box_clipping = str(model.box_clipping)
+    return num_classes, verify_images, max_images, box_clipping or "auto"
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.conversion.convert import convert
 
-    num_classes, verify_images, max_images = _settings(args)
+    num_classes, verify_images, max_images, box_clipping = _settings(args)
     report = convert(
         args.tf1_dir,
         args.out,
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         pipeline_config=args.pipeline_config,
         weights=args.weights,
+        box_clipping=box_clipping,
     )
     if args.metrics is not None:
         from pipeline.atomic import write_json

@@ -19,6 +19,7 @@ from pipeline.conversion.report import build_report, render_markdown
 from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.spec import SSDSpec
+from pipeline.tf1.graph_facts import choose_box_clipping
 from pipeline.tf1.graph_runner import NoInferenceGraph, resolve_graph
 from pipeline.tf1.model_dir import TF1ModelDir, resolve_tf1_dir
 from pipeline.tf1.pipeline_config import read_pipeline_config, ssd_spec_from_config
@@ -47,6 +48,7 @@ def convert(
     checkpoint: str | os.PathLike[str] | None = None,
     pipeline_config: str | os.PathLike[str] | None = None,
     weights: WeightsChoice = "auto",
+    box_clipping: str = "auto",
 ) -> dict[str, Any]:
     """Convert a TF1 SSD model directory; return the report (also written to out_dir).
 
@@ -58,6 +60,8 @@ def convert(
     model are run on those images and the parity figures go into the report; a failed
     verification raises PipelineError after the output is written (so the report can be
     inspected). A directory without an inference graph (a training dir) gets a parity note.
+    `box_clipping` ('auto' | 'before_nms' | 'after_nms') is the OD API era of the
+    post-processing; 'auto' reads it from the model's graph.
     """
     from pipeline.modeling.builder import build_ssd_model
 
@@ -68,7 +72,9 @@ def convert(
     )
     config_path = model_dir.pipeline_config
     config = read_pipeline_config(config_path)
+    clipping = choose_box_clipping(model_dir.root, model_dir.checkpoint_prefix, box_clipping)
     source_spec = ssd_spec_from_config(config, source=str(config_path))
+    source_spec = source_spec.with_box_clipping(clipping.value)
     spec = target_spec(source_spec, num_classes)
     source = open_weights(model_dir, weights, bool(config.eval_config.use_moving_averages))
     source.require_data()
@@ -122,6 +128,7 @@ def convert(
             timings=timings,
             parity=parity,
             parity_note=parity_note,
+            box_clipping=clipping,
         )
         write_json(staging / REPORT_JSON, report)
         (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")

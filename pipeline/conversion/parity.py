@@ -369,6 +369,55 @@ def diagnose(
     return notes
 
 
+def postprocessing_hint(tf1: Mapping[str, Any], spec: Any, top_k: int = 50) -> str | None:
+    """When raw outputs agree and detections do not: decode TF1's own raw outputs with the spec's
+    post-processing under each box-clipping choice; if the other choice reproduces the TF1 graph's
+    detections, that is the difference (the graph was exported by another OD API era)."""
+    import tensorflow as tf
+
+    from pipeline.modeling.anchors import tf1_anchor_boxes
+    from pipeline.modeling.postprocess import convert_scores, decode_tf1_boxes, tf1_multiclass_nms
+    from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
+
+    anchors = tf1_anchor_boxes(spec)
+    if anchors.shape[0] != np.asarray(tf1["box_encodings"]).shape[0]:
+        return None
+    post = spec.post_processing
+    boxes = decode_tf1_boxes(
+        tf.constant(tf1["box_encodings"][None], tf.float32),
+        tf.constant(anchors),
+        spec.box_coder.scales,
+    )
+    scores = convert_scores(
+        tf.constant(tf1["class_logits"][None], tf.float32),
+        post.score_converter,
+        post.logit_scale,
+        spec.add_background_class,
+    )
+    agreeing = []
+    for clipping in BOX_CLIPPING_CHOICES:
+        out_boxes, out_scores, out_classes, num = tf1_multiclass_nms(
+            boxes, scores, post.score_threshold, post.iou_threshold,
+            post.max_detections_per_class, post.max_total_detections, clipping,
+        )  # fmt: skip
+        candidate = {
+            "detection_boxes": out_boxes.numpy()[0],
+            "detection_scores": out_scores.numpy()[0],
+            "detection_classes": out_classes.numpy()[0] + 1.0,
+            "num_detections": int(num.numpy()[0]),
+        }
+        if compare_detections(tf1, candidate, top_k).passed:
+            agreeing.append(clipping)
+    if not agreeing or post.box_clipping in agreeing:
+        return None
+    other = agreeing[0]
+    return (
+        f"the TF1 graph's detections are reproduced from its own raw outputs with boxes clipped "
+        f"{other.replace('_', ' ')}, not {post.box_clipping.replace('_', ' ')}: the graph comes "
+        f"from another OD API era; convert with --box-clipping {other}"
+    )
+
+
 def flatten_levels(levels: Mapping[str, Any], width: int) -> np.ndarray:
     """Model Garden {level: [1, H, W, A*width]} -> [N, width] in TF1 order (level, H, W, A)."""
     parts = [np.asarray(levels[key])[0].reshape(-1, width) for key in sorted(levels, key=int)]
@@ -400,6 +449,25 @@ def model_outputs_fn(model: Any, spec: Any) -> OutputsFn:
         return tf1_layout_outputs(output, spec.num_class_slots)
 
     return run
+
+
+def raw_passed(result: ImageParity) -> bool:
+    return result.box_encodings.passed and result.class_logits.passed
+
+
+def _spec_of(tf2: Any, spec: Any, tf1_zoo_dir: Path) -> Any:
+    """The spec the TF2 side was built from, where it can be known."""
+    if spec is not None:
+        return spec
+    if isinstance(tf2, str | os.PathLike):
+        from pipeline.modeling.builder import read_spec
+
+        return read_spec(tf2)
+    if hasattr(tf2, "checkpoint_items") and (tf1_zoo_dir / "pipeline.config").is_file():
+        from pipeline.tf1.pipeline_config import ssd_spec_from_config
+
+        return ssd_spec_from_config(tf1_zoo_dir / "pipeline.config")
+    return None
 
 
 def _outputs_fn(tf2: Any, spec: Any, tf1_zoo_dir: Path) -> OutputsFn:
@@ -470,9 +538,12 @@ def verify_conversion(
             result = compare_image(name, tf1_out, tf2_out, sizes)
             results.append(result)
             if not result.passed and not diagnosis:
-                diagnosis = [
-                    f"{name}: {note}" for note in diagnose(tf1_out, tf2_out, result, sizes)
-                ]
+                notes = diagnose(tf1_out, tf2_out, result, sizes)
+                hint_spec = _spec_of(tf2, spec, tf1_zoo_dir)
+                if raw_passed(result) and hint_spec is not None:
+                    hint = postprocessing_hint(tf1_out, hint_spec)
+                    notes += [hint] if hint else []
+                diagnosis = [f"{name}: {note}" for note in notes]
     report = summarize(results, tf1_graph=kind, diagnosis=diagnosis)
     report.tf1_graph_file = str(graph_file)
     return report

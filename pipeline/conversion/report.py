@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.conversion.mapping import MappingPlan
 from pipeline.modeling.spec import SSDSpec
+from pipeline.tf1.graph_facts import BoxClipping
 from pipeline.tf1.model_dir import TF1ModelDir
 from pipeline.tf1.weights import WeightSource
 
@@ -26,6 +27,7 @@ def build_report(
     timings: dict[str, float],
     parity: dict[str, Any] | None = None,
     parity_note: str | None = None,
+    box_clipping: BoxClipping | None = None,
 ) -> dict[str, Any]:
     fresh_variables = [
         f"{record.scope}/{leaf}"
@@ -69,6 +71,10 @@ def build_report(
             "uninitialised": plan.tf2_uninitialised,
         },
         "fresh_layers": plan.fresh_layers,
+        "post_processing": {
+            "box_clipping": spec.post_processing.box_clipping,
+            "why": box_clipping.reason if box_clipping else "model_spec default",
+        },
         "mapping": [
             {"tf1": name, "module": record.module, "layer": record.scope}
             for name, _, record in plan.assignments
@@ -123,6 +129,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"- Target: Model Garden `RetinaNetModel`, {target['num_classes']} classes, input "
         f"{target['image_size'][0]}x{target['image_size'][1]}, checkpoint `{target['checkpoint']}`",
         f"- Coverage: **{status}**",
+        f"- Post-processing: boxes clipped {_clipping_line(report)}",
         "",
         "| | count |",
         "|---|---:|",
@@ -166,6 +173,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     if timings:
         lines += ["## Timings (s)", ""] + [f"- {k}: {v}" for k, v in timings.items()] + [""]
     return "\n".join(lines)
+
+
+def _clipping_line(report: dict[str, Any]) -> str:
+    post = report.get("post_processing") or {}
+    value = str(post.get("box_clipping", "before_nms")).replace("_", " ")
+    return f"{value} ({post['why']})" if post.get("why") else value
 
 
 def _parity_lines(parity: dict[str, Any]) -> list[str]:

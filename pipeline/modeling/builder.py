@@ -151,6 +151,7 @@ def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNet
         max_detections_per_class=post.max_detections_per_class,
         max_total_detections=post.max_total_detections,
         add_background_class=spec.add_background_class,
+        box_clipping=post.box_clipping,
     )
     anchor_boxes = {
         level: tf.constant(boxes)

@@ -8,13 +8,15 @@ differs in ways that change detections:
   faster_rcnn box coder does not. The TF1 formula is used (centre/size, scales (10, 10, 5, 5)).
 - scores: TF1 divides logits by `logit_scale` and applies the configured converter (sigmoid,
   softmax or identity) before dropping the background slot; Model Garden always uses sigmoid.
-- NMS: TF1 `batch_multiclass_non_max_suppression` clips every box to the [0, 1] window *before*
-  NMS, drops boxes whose clipped area is 0, keeps score > threshold, runs per-class NMS with
-  `max_detections_per_class`, then keeps the `max_total_detections` best over all classes.
-  Model Garden's v1/v2 NMS has a single per-class/total limit and a pre-NMS top-k, and does not
-  clip. Here boxes are clipped and filtered as TF1 does, then TensorFlow's
+- NMS: TF1 `batch_multiclass_non_max_suppression` keeps score > threshold, runs per-class NMS
+  with `max_detections_per_class`, keeps the `max_total_detections` best over all classes, and
+  clips boxes to the [0, 1] window, dropping those whose clipped area is 0. *When* it clips
+  changed in July 2018 (`PostProcessingSpec.box_clipping`): the OD API of the 2018_01..07_03 zoo
+  graphs clips every box before NMS; later versions (TF 1.9-1.15 exports) run NMS on the
+  unclipped boxes and clip the sorted survivors before the total limit. Model Garden's v1/v2 NMS
+  has a single per-class/total limit and a pre-NMS top-k, and does not clip. Here TensorFlow's
   `combined_non_max_suppression` (per-class greedy NMS, strict score threshold, separate per-class
-  and total limits, padded outputs — TF1's semantics) does the rest.
+  and total limits — TF1's semantics) does the NMS, with TF1's clipping around it.
 """
 
 from __future__ import annotations
@@ -75,24 +77,59 @@ def tf1_multiclass_nms(
     iou_threshold: float,
     max_detections_per_class: int,
     max_total_detections: int,
+    box_clipping: str = "before_nms",
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """boxes [B, N, 4], scores [B, N, C] -> boxes, scores, classes (0-based), num_detections."""
-    clipped = tf.clip_by_value(boxes, 0.0, 1.0)
-    ymin, xmin, ymax, xmax = tf.unstack(clipped, axis=-1)
-    nonzero = (ymax - ymin) * (xmax - xmin) > 0.0
-    # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 with score -1.
-    scores = tf.where(nonzero[..., None], scores, -tf.ones_like(scores))
+    """boxes [B, N, 4], scores [B, N, C] -> boxes, scores, classes (0-based), num_detections.
+
+    `box_clipping` is 'before_nms' (2018 OD API) or 'after_nms' (later OD API), see the module
+    docstring."""
+    if box_clipping == "before_nms":
+        clipped = tf.clip_by_value(boxes, 0.0, 1.0)
+        # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 at -1.
+        scores = tf.where(_nonzero_area(clipped)[..., None], scores, -tf.ones_like(scores))
+        nmsed = tf.image.combined_non_max_suppression(
+            clipped[:, :, None, :],
+            scores,
+            max_output_size_per_class=max_detections_per_class,
+            max_total_size=max_total_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
+        return nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.nmsed_classes, nmsed.valid_detections
+    if box_clipping != "after_nms":
+        raise ValueError(f"box_clipping must be 'before_nms' or 'after_nms', not {box_clipping!r}")
+    # Every per-class survivor is kept through NMS, since pruning empty boxes after clipping can
+    # promote candidates beyond the total limit.
+    candidates = int(scores.shape[-1]) * max_detections_per_class
     nmsed = tf.image.combined_non_max_suppression(
-        clipped[:, :, None, :],
+        boxes[:, :, None, :],
         scores,
         max_output_size_per_class=max_detections_per_class,
-        max_total_size=max_total_detections,
+        max_total_size=candidates,
         iou_threshold=iou_threshold,
         score_threshold=score_threshold,
         pad_per_class=False,
         clip_boxes=False,
     )
-    return nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.nmsed_classes, nmsed.valid_detections
+    clipped = tf.clip_by_value(nmsed.nmsed_boxes, 0.0, 1.0)
+    valid = tf.range(candidates)[None, :] < nmsed.valid_detections[:, None]
+    keep = valid & _nonzero_area(clipped)
+    ranked = tf.where(keep, nmsed.nmsed_scores, -tf.ones_like(nmsed.nmsed_scores))
+    # top_k is stable, like TF1's sort_by_field: ties keep the NMS output order.
+    top_scores, order = tf.math.top_k(ranked, k=min(max_total_detections, candidates))
+    num = tf.reduce_sum(tf.cast(top_scores >= 0.0, tf.int32), axis=-1)
+    live = tf.range(tf.shape(order)[-1])[None, :] < num[:, None]
+    out_boxes = tf.where(live[..., None], tf.gather(clipped, order, batch_dims=1), 0.0)
+    out_scores = tf.where(live, top_scores, 0.0)
+    out_classes = tf.where(live, tf.gather(nmsed.nmsed_classes, order, batch_dims=1), 0.0)
+    return out_boxes, out_scores, out_classes, num
+
+
+def _nonzero_area(boxes: tf.Tensor) -> tf.Tensor:
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    return (ymax - ymin) * (xmax - xmin) > 0.0
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -109,6 +146,7 @@ class TF1DetectionGenerator(MultilevelDetectionGenerator):
         max_detections_per_class: int = 100,
         max_total_detections: int = 100,
         add_background_class: bool = True,
+        box_clipping: str = "before_nms",
         apply_nms: bool = True,
         return_decoded: bool = False,
         **kwargs: Any,
@@ -132,6 +170,7 @@ class TF1DetectionGenerator(MultilevelDetectionGenerator):
             "max_detections_per_class": int(max_detections_per_class),
             "max_total_detections": int(max_total_detections),
             "add_background_class": bool(add_background_class),
+            "box_clipping": str(box_clipping),
             "apply_nms": bool(apply_nms),
             "return_decoded": bool(return_decoded),
         }
@@ -184,6 +223,7 @@ class TF1DetectionGenerator(MultilevelDetectionGenerator):
             cfg["iou_threshold"],
             cfg["max_detections_per_class"],
             cfg["max_total_detections"],
+            cfg["box_clipping"],
         )
         return {
             **(decoded if cfg["return_decoded"] else {}),

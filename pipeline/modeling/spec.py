@@ -92,6 +92,14 @@ class BoxCoderSpec:
         return (self.y_scale, self.x_scale, self.height_scale, self.width_scale)
 
 
+# Where TF1's multiclass NMS clips boxes to the image window. OD API code up to mid-2018 (the
+# 2018_01..2018_07_03 zoo graphs, TF <= 1.8) clips every box before per-class NMS and drops those
+# left with zero area; later code (from the 2018_07_18 zoo graphs on, and every TF 1.9-1.15 export)
+# runs NMS on the unclipped boxes and clips/prunes the sorted survivors
+# (post_processing._clip_window_prune_boxes). Same raw outputs, different detections.
+BOX_CLIPPING_CHOICES = ("before_nms", "after_nms")
+
+
 @dataclasses.dataclass(frozen=True)
 class PostProcessingSpec:
     """`model.ssd.post_processing`: score conversion and TF1 batch multiclass NMS."""
@@ -103,6 +111,16 @@ class PostProcessingSpec:
     iou_threshold: float = 0.6
     max_detections_per_class: int = 100
     max_total_detections: int = 100
+    # One of BOX_CLIPPING_CHOICES: not in pipeline.config, it depends on the OD API version that
+    # exported the graph (pipeline.tf1.graph_facts.box_clipping_of_graph).
+    box_clipping: str = "before_nms"
+
+    def __post_init__(self) -> None:
+        if self.box_clipping not in BOX_CLIPPING_CHOICES:
+            raise ValueError(
+                f"post_processing.box_clipping: {self.box_clipping!r} is not one of "
+                f"{', '.join(BOX_CLIPPING_CHOICES)}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,6 +205,10 @@ class SSDSpec:
 
     def with_num_classes(self, num_classes: int) -> SSDSpec:
         return dataclasses.replace(self, num_classes=int(num_classes))
+
+    def with_box_clipping(self, box_clipping: str) -> SSDSpec:
+        post = dataclasses.replace(self.post_processing, box_clipping=box_clipping)
+        return dataclasses.replace(self, post_processing=post)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_jsonable(dataclasses.asdict(self))

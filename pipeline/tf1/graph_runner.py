@@ -163,9 +163,9 @@ class TF1GraphRunner:
                     saver = tf.compat.v1.train.Saver(names)
                 saver.restore(self.session, str(self.files.checkpoint_prefix))
             elif self.kind == "frozen":
-                from pipeline.tf1.weights import read_graph_def
+                from pipeline.tf1.graph_facts import read_graph_def
 
-                tf.compat.v1.import_graph_def(read_graph_def(path), name="")
+                tf.compat.v1.import_graph_def(read_graph_def(path)[0], name="")
                 self._check_inference_graph(path)
             else:
                 meta_graph = tf.compat.v1.saved_model.loader.load(

@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.tf1.checkpoint import TF1Checkpoint, is_bookkeeping
+from pipeline.tf1.graph_facts import read_graph_def
 from pipeline.tf1.model_dir import SAVED_MODEL_PB, SAVED_MODEL_VARIABLES, TF1ModelDir
 
 WeightsChoice = Literal["auto", "raw", "moving_average"]
@@ -179,38 +180,6 @@ class GraphConstantWeights(WeightSource):
         return tf.make_ndarray(self._nodes[name].attr["value"].tensor)
 
 
-def read_graph_def(path: str | os.PathLike[str]) -> Any:
-    """A frozen `GraphDef` (.pb) from disk, with a clear error when it is not one."""
-    import tensorflow as tf
-    from google.protobuf.message import DecodeError
-
-    graph_def = tf.compat.v1.GraphDef()
-    try:
-        graph_def.ParseFromString(Path(path).read_bytes())
-    except DecodeError as error:
-        raise PipelineError(
-            f"{path}: not a binary GraphDef ({error}); pass the export's frozen graph"
-        ) from error
-    return graph_def
-
-
-def read_saved_model(saved_model_dir: str | os.PathLike[str]) -> tuple[Any, Any]:
-    """(SavedModel proto, its serving MetaGraphDef) of a TF1 SavedModel directory."""
-    from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    path = Path(saved_model_dir) / SAVED_MODEL_PB
-    saved_model = saved_model_pb2.SavedModel()
-    try:
-        saved_model.ParseFromString(path.read_bytes())
-    except DecodeError as error:
-        raise PipelineError(f"{path}: not a SavedModel ({error}); export it again") from error
-    graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
-    if not graphs:
-        raise PipelineError(f"{path}: no meta graph tagged 'serve'; export it for serving")
-    return saved_model, graphs[0]
-
-
 def open_weights(
     model: TF1ModelDir,
     weights: WeightsChoice = "auto",
@@ -240,7 +209,7 @@ def open_weights(
         )
     if model.form == "frozen_graph":
         assert model.frozen_graph is not None
-        graph_def = read_graph_def(model.frozen_graph)
+        graph_def, _ = read_graph_def(model.frozen_graph)
         return GraphConstantWeights(graph_def, str(model.frozen_graph), "frozen_graph")
     assert model.saved_model is not None
     if Path(f"{model.saved_model / SAVED_MODEL_VARIABLES}.index").is_file():
@@ -252,9 +221,9 @@ def open_weights(
             str(model.pipeline_config),
             "saved_model",
         )
-    _, meta_graph = read_saved_model(model.saved_model)
-    location = str(model.saved_model / SAVED_MODEL_PB)
-    return GraphConstantWeights(meta_graph.graph_def, location, "saved_model")
+    location = model.saved_model / SAVED_MODEL_PB
+    graph_def, _ = read_graph_def(location)
+    return GraphConstantWeights(graph_def, str(location), "saved_model")
 
 
 def _checkpoint_weights(
