@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.cli import main
 from pipeline.conversion.convert import convert
 from pipeline.errors import PipelineError
 from pipeline.modeling import load_converted
@@ -27,7 +26,7 @@ from pipeline.modeling.tf1_layout import model_records
 from pipeline.tf1.checkpoint import TF1Checkpoint, is_bookkeeping
 from pipeline.tf1.model_dir import resolve_tf1_dir
 from pipeline.tf1.synthetic_checkpoint import make_synthetic_zoo_dir
-from pipeline.tf1.weights import SHADOW_SUFFIX, SLOTS, UNUSED_SHADOWS, is_averaged
+from pipeline.tf1.weights import SHADOW_SUFFIX, SLOTS, UNUSED_SHADOWS, is_averaged, open_weights
 
 TRAINING_DIRS = {
     # name: (checkpoint, TF1 variables, model variables, shadows)
@@ -142,45 +141,45 @@ def test_config_asking_for_moving_averages_uses_them(
     report = convert(copy, tmp_path / "out", progress=False)
     assert report["weights"]["weights"] == "moving_average"
     assert "use_moving_averages is true" in report["weights"]["reason"]
-    raw = convert(copy, tmp_path / "raw", progress=False, weights="raw")
-    assert raw["weights"]["reason"].startswith("--weights raw")
+    raw = open_weights(resolve_tf1_dir(copy), "raw", use_moving_averages=True)
+    assert raw.weights == "raw" and raw.reason.startswith("--weights raw")
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", "convert", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`python -m pipeline convert ...` in this process: (exit code, stdout, stderr)."""
+    code = main(["convert", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def test_faster_rcnn_training_dir_is_refused_in_one_line(user_models: Path, tmp_path: Path) -> None:
-    result = _cli(
+def test_faster_rcnn_training_dir_is_refused_in_one_line(
+    user_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _cli(
+        capsys,
         "--tf1-dir",
         str(user_models / "faster_rcnn_inception_v2_cards_train"),
         "--out",
         str(tmp_path / "out"),
     )
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
     assert "faster_rcnn_inception_v2, which is not supported" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
 def test_no_config_is_one_line_naming_what_was_found(
-    training_dirs: dict[str, Path], tmp_path: Path
+    training_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = training_dirs["ssd_mobilenet_v1_person_train"]
     bare = tmp_path / "bare"
     bare.mkdir()
     for path in src.glob("model.ckpt-6518.*"):
         shutil.copyfile(path, bare / path.name)
-    result = _cli("--tf1-dir", str(bare), "--out", str(tmp_path / "out"))
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    code, _, err = _cli(capsys, "--tf1-dir", str(bare), "--out", str(tmp_path / "out"))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
     assert "no pipeline.config or other *.config" in lines[0]
     assert "model.ckpt-6518.index" in lines[0] and "--pipeline-config" in lines[0]
@@ -257,22 +256,36 @@ def _write_training_meta_graph(path: Path) -> None:
 
 
 def test_training_graph_gets_a_parity_note_not_a_crash(
-    training_dirs: dict[str, Path], coco_tiny: Path, tmp_path: Path
+    training_dirs: dict[str, Path],
+    coco_tiny: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     train = tmp_path / "train"
     shutil.copytree(training_dirs["ssd_mobilenet_v1_person_train"], train)
     images = coco_tiny / "val2017"
-    report = convert(train, tmp_path / "no_meta", progress=False, verify_images=images)
+    report = convert(
+        train, tmp_path / "no_meta", progress=False, verify_images=images, max_verify_images=1
+    )
     assert report["parity"] is None
     assert report["parity_note"].startswith("not verified: ")
     assert "no TF1 inference graph to run" in report["parity_note"]
 
     _write_training_meta_graph(train / "model.ckpt-6518.meta")
-    result = _cli(
-        "--tf1-dir", str(train), "--out", str(tmp_path / "out"), "--verify-images", str(images)
+    code, out, err = _cli(
+        capsys,
+        "--tf1-dir",
+        str(train),
+        "--out",
+        str(tmp_path / "out"),
+        "--verify-images",
+        str(images),
+        "--max-verify-images",
+        "1",
+        "--no-progress",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "parity with the TF1 graph: not verified" in result.stdout
+    assert code == 0, err[-2000:]
+    assert "parity with the TF1 graph: not verified" in out
     written = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
     assert written["complete"] and written["parity"] is None
     assert (

@@ -1,4 +1,4 @@
-"""`python -m pipeline convert`: TF1 zoo SSD checkpoint -> Model Garden TF2 checkpoint + report."""
+"""`python -m pipeline convert`: a TF1 SSD model (any form) -> Model Garden TF2 model + report."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ DESCRIPTION = (
     "equivalent Model Garden RetinaNetModel, map every TF1 variable onto it and write "
     "<out>/checkpoint/, model_spec.json, pipeline.config and conversion_report.{json,md}. "
     "With --verify-images, run the TF1 graph and the converted model on those images and record "
-    "the parity figures (fails if they disagree)."
+    "the parity figures (fails if they disagree; a directory with no inference graph, such as a "
+    "training dir, gets a note instead)."
 )
 
 
