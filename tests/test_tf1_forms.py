@@ -5,6 +5,7 @@
   checkpoint, slots and step counters counted; the TF1 exporter's choice of moving averages.
 - Directory resolution: newest checkpoint without a state file, `--checkpoint`, the one
   `*.config`, no config at all, a Faster R-CNN training dir, a training graph as `.meta`.
+- Frozen graphs: the constants by variable name, with or without the `X/read` identities.
 Tests that need the TF1 OD API's own exporter (frozen graph / SavedModel forms, moving averages
 exported by TF1) are in `test_tf1_forms_reference.py`.
 """
@@ -293,3 +294,67 @@ def test_training_graph_gets_a_parity_note_not_a_crash(
         in (written["parity_note"])
     )
     assert written["parity_note"] in (tmp_path / "out" / "conversion_report.md").read_text()
+
+
+def _frozen_graph_def() -> tuple[object, dict[str, np.ndarray]]:
+    """A small graph frozen as the TF1 exporter freezes: each variable becomes a Const of its
+    name, still read through `<name>/read`."""
+    import tensorflow as tf
+
+    values = {
+        "Conv/weights": np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4),
+        "Conv/BatchNorm/gamma": np.full(4, 1.5, np.float32),
+        "Conv/BatchNorm/moving_mean": np.linspace(0, 1, 4).astype(np.float32),
+    }
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.compat.v1.placeholder(tf.float32, [1, 5, 5, 3], name="image_tensor")
+        # Variables named like slim's (scopes), constants that are not variables beside them.
+        with tf.compat.v1.variable_scope("Conv"):
+            kernel = tf.compat.v1.get_variable(
+                "weights", initializer=values["Conv/weights"], use_resource=False
+            )
+            gamma = tf.compat.v1.get_variable(
+                "BatchNorm/gamma", initializer=values["Conv/BatchNorm/gamma"], use_resource=False
+            )
+            mean = tf.compat.v1.get_variable(
+                "BatchNorm/moving_mean",
+                initializer=values["Conv/BatchNorm/moving_mean"],
+                use_resource=False,
+            )
+            out = tf.nn.conv2d(images, kernel, [1, 1, 1, 1], "SAME")
+            out = tf.identity((out - mean) * gamma + tf.constant(0.5), name="output")
+        with tf.compat.v1.Session(graph=graph) as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+                session, graph.as_graph_def(), [out.op.name]
+            )
+    return frozen, values
+
+
+def test_frozen_graph_constants_by_variable_name_with_or_without_read_nodes() -> None:
+    from pipeline.tf1.weights import GraphConstantWeights
+
+    frozen, values = _frozen_graph_def()
+    assert {f"{name}/read" for name in values} <= {node.name for node in frozen.node}
+    weights = GraphConstantWeights(frozen, "frozen_inference_graph.pb", "frozen_graph")
+    assert set(weights.shapes) == set(values)
+    for name, value in values.items():
+        assert weights.shapes[name] == value.shape
+        np.testing.assert_array_equal(weights.read(name), value)
+
+    # optimize_for_inference-style rewrites drop the `X/read` identities.
+    stripped = type(frozen)()
+    stripped.CopyFrom(frozen)
+    reads = {node.name: node.input[0] for node in stripped.node if node.name.endswith("/read")}
+    kept = [node for node in stripped.node if node.name not in reads]
+    del stripped.node[:]
+    for node in kept:
+        node.input[:] = [reads.get(name, name) for name in node.input]
+        stripped.node.append(node)
+    assert len(reads) == len(values)
+    assert not any(node.name.endswith("/read") for node in stripped.node)
+    rewired = GraphConstantWeights(stripped, "optimized.pb", "frozen_graph")
+    assert set(rewired.shapes) == set(values)
+    for name, value in values.items():
+        np.testing.assert_array_equal(rewired.read(name), value)

@@ -15,7 +15,6 @@ statistics) from their own names; a shadow it needs and does not find stops the 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +30,16 @@ WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "raw", "moving_average")
 SHADOW_SUFFIX = "/ExponentialMovingAverage"
 # Variables TF1 creates non-trainable in the inference graph, so the exporter never averages them.
 _NOT_TRAINABLE_LEAVES = ("moving_mean", "moving_variance")
+# The variables slim layers create (conv, depthwise conv, BatchNorm), by last name component.
+_VARIABLE_LEAVES = (
+    "weights",
+    "biases",
+    "depthwise_weights",
+    "gamma",
+    "beta",
+    "moving_mean",
+    "moving_variance",
+)
 SLOTS = "optimizer slots and step counters"
 UNUSED_SHADOWS = "moving-average shadows not used"
 
@@ -90,8 +99,6 @@ class WeightSource:
 class CheckpointWeights(WeightSource):
     """A name-based TF1 checkpoint, raw values or moving averages."""
 
-    form = "checkpoint"
-
     def __init__(
         self,
         checkpoint: TF1Checkpoint,
@@ -142,9 +149,10 @@ class CheckpointWeights(WeightSource):
 class GraphConstantWeights(WeightSource):
     """The weights a frozen graph holds as constants, by variable name.
 
-    Freezing turns each variable `X` into a Const `X` that its reader `X/read` (a reference
-    variable) or `X/Read/ReadVariableOp` (a resource variable) still consumes; other constants
-    (shapes, anchors, thresholds) have no such reader. BatchNorm parameters stay separate
+    Freezing turns each variable `X` into a Const `X` that its reader still consumes: the
+    Identity `X/read` (a reference variable, as in the TF1 exporter's graphs) or an Identity
+    `.../ReadVariableOp` (a resource variable); other constants (shapes, anchors, thresholds)
+    have no such reader. BatchNorm parameters stay separate
     constants whether the graph uses FusedBatchNorm or the decomposed ops.
     """
 
@@ -156,13 +164,23 @@ class GraphConstantWeights(WeightSource):
             "a frozen graph holds one set of values, the ones its exporter wrote (the moving "
             "averages when the export had eval_config.use_moving_averages)"
         )
-        names = {node.name for node in graph_def.node}
-        self._nodes = {
-            node.name: node
+        consts = [node for node in graph_def.node if node.op == "Const"]
+        readers = {
+            node.input[0]
             for node in graph_def.node
-            if node.op == "Const"
-            and (f"{node.name}/read" in names or f"{node.name}/Read/ReadVariableOp" in names)
+            if node.op == "Identity"
+            and node.input
+            and (node.name == f"{node.input[0]}/read" or node.name.endswith("/ReadVariableOp"))
         }
+        self._nodes = {node.name: node for node in consts if node.name in readers}
+        if not self._nodes:
+            # Rewrites such as optimize_for_inference drop the `X/read` identities; the variable
+            # constants keep their variables' names.
+            self._nodes = {
+                node.name: node
+                for node in consts
+                if node.name.rsplit("/", 1)[-1] in _VARIABLE_LEAVES
+            }
         self.shapes = {
             name: tuple(int(d.size) for d in node.attr["value"].tensor.tensor_shape.dim)
             for name, node in self._nodes.items()
@@ -170,7 +188,8 @@ class GraphConstantWeights(WeightSource):
         self.unused = {}
         if not self.shapes:
             raise PipelineError(
-                f"{location}: no variable constants (a Const `X` read by `X/read`) in the graph; "
+                f"{location}: no variable constants (a Const `X` read by `X/read`, or named like "
+                "a slim variable) in the graph; "
                 "expected a graph frozen by the TF1 exporter (export_inference_graph.py)"
             )
 
@@ -256,8 +275,3 @@ def as_weight_source(source: WeightSource | TF1Checkpoint | str | os.PathLike[st
     if not isinstance(source, TF1Checkpoint):
         source = TF1Checkpoint(source)
     return CheckpointWeights(source, moving_average=False, reason="raw checkpoint values")
-
-
-def tensors(source: WeightSource, names: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-    """All offered values (or those of `names`), e.g. to compare two sources bit for bit."""
-    return {name: source.read(name) for name in (names or source.shapes)}
