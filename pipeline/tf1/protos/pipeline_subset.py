@@ -35,9 +35,12 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         "fields": [
             ("model", 1, "DetectionModel"),
             ("train_config", 2, "TrainConfig"),
+            ("eval_config", 4, "EvalConfig"),
             ("graph_rewriter", 6, "GraphRewriter"),
         ]
     },
+    # Decides whether the TF1 exporter writes the moving averages or the raw weights.
+    "EvalConfig": {"fields": [("use_moving_averages", 11, "bool", False)]},
     "GraphRewriter": {"fields": [("quantization", 1, "Quantization")]},
     "Quantization": {
         "fields": [
