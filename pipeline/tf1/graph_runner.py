@@ -233,8 +233,8 @@ class TF1GraphRunner:
         if missing:
             raise NoInferenceGraph(
                 f"{path}: not a TF1 detection inference graph (no `{'`, `'.join(missing)}`; a "
-                "training graph, or not exported with export_inference_graph.py); export the model with "
-                "the TF1 exporter"
+                "training graph, or not exported with export_inference_graph.py); export the "
+                "model with the TF1 exporter"
             )
 
     def __enter__(self) -> TF1GraphRunner:
