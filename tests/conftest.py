@@ -84,6 +84,12 @@ TF1_REFERENCE = Path(os.environ.get("TF1_REFERENCE", SHARED_FIXTURES.parent / "t
 
 
 @pytest.fixture(scope="session")
+def tf1_reference_dir() -> Path:
+    """../shared/tf1_reference (its scripts and `boot.py`)."""
+    return _require(TF1_REFERENCE)
+
+
+@pytest.fixture(scope="session")
 def tf1_reference_python() -> Path:
     """Python of the TF1 OD API reference venv (`../shared/tf1_reference`), built by its own
     setup.sh when absent (about a minute with a warm pip cache). Never import it here: it runs in

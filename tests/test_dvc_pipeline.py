@@ -6,6 +6,7 @@ Slow (a real pre-trained model is converted, fine-tuned and evaluated): run alon
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -44,12 +45,16 @@ def _project_files() -> list[str]:
     return [name for name in listed.split("\0") if name and (ROOT / name).is_file()]
 
 
-def _run(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, extra_env: dict[str, str] | None = None, check: bool = True,
+    **kwargs,
+) -> subprocess.CompletedProcess[str]:  # fmt: skip
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(extra_env or {})
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-4000:]}\n"
             f"{result.stderr[-4000:]}"
@@ -137,4 +142,91 @@ def test_a_training_param_change_reruns_only_fine_tune_and_its_evaluation(
     result = _run(["dvc", "repro"], clone, timeout=15 * 60)
     assert _ran_stages(result.stdout) == {"fine-tune", "evaluate-coco-map@finetuned"}
     summary = json.loads((clone / "data/finetuned/train_summary.json").read_text())
-    assert summary["steps"] == 4
+    # The 600-step checkpoint persists, but the settings changed: a fresh run, not a resume.
+    assert summary["steps"] == 4 and summary["resumed"] is False
+
+
+# sitecustomize for the fine-tune process that `dvc repro` starts: a real SIGINT to itself right
+# after the step PIPELINE_TEST_SIGINT_AT_STEP is logged (a user's Ctrl-C at a known step). It
+# patches pipeline.training.actions when that module is first imported, so DVC's own process is
+# untouched.
+SIGINT_HOOK = """
+import importlib.abc, importlib.util, os, signal, sys
+
+class _Hook(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "pipeline.training.actions" or "PIPELINE_TEST_SIGINT_AT_STEP" not in os.environ:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            original = module.DVCLiveAction.__call__
+            at = int(os.environ["PIPELINE_TEST_SIGINT_AT_STEP"])
+
+            def interrupt(self, output):
+                original(self, output)
+                if int(self._global_step.numpy()) == at:
+                    os.kill(os.getpid(), signal.SIGINT)
+
+            module.DVCLiveAction.__call__ = interrupt
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _Hook())
+"""
+
+
+def test_interrupted_repro_resumes_and_ends_as_an_uninterrupted_run(
+    reproduced: tuple[Path, str], tmp_path: Path
+) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    clone, _ = reproduced
+    params_path = clone / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    train = params["train"]
+    train.update(steps=40, log_every_steps=5, checkpoint_every_steps=20)
+    train["schedule"]["warmup_steps"] = 5
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SIGINT_HOOK)
+    pythonpath = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    interrupted = _run(
+        ["dvc", "repro"], clone, timeout=15 * 60, check=False,
+        extra_env={"PYTHONPATH": pythonpath, "PIPELINE_TEST_SIGINT_AT_STEP": "30"},
+    )  # fmt: skip
+    assert interrupted.returncode != 0
+    checkpoint_dir = clone / "data/finetuned/checkpoint"
+    assert tf.train.latest_checkpoint(str(checkpoint_dir)).endswith("-20")
+
+    resumed = _run(["dvc", "repro"], clone, timeout=15 * 60)
+    assert _ran_stages(resumed.stdout) == {"fine-tune", "evaluate-coco-map@finetuned"}
+    summary = json.loads((clone / "data/finetuned/train_summary.json").read_text())
+    assert summary["resumed"] is True and summary["steps"] == 40
+    with open(clone / "data/finetuned/dvclive/plots/metrics/train/loss.tsv") as handle:
+        steps = [int(row["step"]) for row in csv.DictReader(handle, delimiter="\t")]
+    assert steps == list(range(5, 41, 5)), steps
+
+    reference = tmp_path / "reference"
+    _run(
+        ["python", "-m", "pipeline", "fine-tune", "--params", "params.yaml", "--converted",
+         "data/converted", "--train-tfrecords", "data/tfrecords/train/*.tfrecord",
+         "--val-tfrecords", "data/tfrecords/val/*.tfrecord", "--out", str(reference),
+         "--no-export"],
+        clone, timeout=15 * 60,
+    )  # fmt: skip
+    expected = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(reference / "checkpoint")))
+    actual = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoint_dir)))
+    names = [n for n in expected.get_variable_to_shape_map() if n.startswith("backbone")]
+    names += [n for n in expected.get_variable_to_shape_map() if n.startswith("head")]
+    assert names
+    for name in names:
+        np.testing.assert_allclose(
+            actual.get_tensor(name), expected.get_tensor(name), rtol=1e-6, atol=1e-7, err_msg=name
+        )

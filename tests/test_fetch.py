@@ -562,8 +562,14 @@ def test_cli_params_mode(zoo_tar, tmp_path, capsys) -> None:
     )
     assert main(["fetch", "--params", str(params), "--out", str(tmp_path / "zoo")]) == 0
     out = capsys.readouterr().out
-    assert f"sha256 {_sha(zoo_tar)} (unpinned: add it to conf/zoo/fake.yaml" in out
+    assert f"sha256 {_sha(zoo_tar)} (unpinned: add it to `sha256:` in the conf/zoo/" in out
     _assert_model(tmp_path / "zoo")
+    # The hint names the Hydra choice's file, which is not named after the release.
+    (tmp_path / "conf" / "zoo").mkdir(parents=True)
+    (tmp_path / "conf" / "zoo" / "fake_choice.yaml").write_text("name: fake\nsha256: null\n")
+    assert main(["fetch", "--params", str(params), "--out", str(tmp_path / "zoo2")]) == 0
+    out = capsys.readouterr().out
+    assert "(unpinned: add it to `sha256:` in conf/zoo/fake_choice.yaml to verify" in out
 
 
 def test_cli_errors_are_one_line_and_exit_2(server, tmp_path, capsys) -> None:

@@ -190,6 +190,61 @@ def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
         )
 
 
+# Runs `python -m pipeline ...` in this process after arranging a real SIGINT to itself right after
+# step 6 is logged (checkpoints are at steps 1, 4, 8, 12: 6 is between two).
+INTERRUPTING_CLI = """
+import os, signal, sys
+from pipeline.cli import main
+from pipeline.training.actions import DVCLiveAction
+original = DVCLiveAction.__call__
+def interrupt(self, output):
+    original(self, output)
+    if int(self._global_step.numpy()) == 6:
+        os.kill(os.getpid(), signal.SIGINT)
+DVCLiveAction.__call__ = interrupt
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_cli_interrupted_mid_interval_resumes_in_a_new_process_to_the_same_result(
+    baseline, workspace, tmp_path
+):
+    """Two processes, as a user's Ctrl-C and rerun: the resumed process must replay the same
+    batches (data order, augmentation draws) from the last checkpoint and log each step once."""
+    from omegaconf import OmegaConf
+
+    params = tmp_path / "params.yaml"
+    OmegaConf.save(OmegaConf.create({"train": _params()}), params)
+    out = tmp_path / "out"
+    args = ["fine-tune", "--params", str(params), "--converted", str(workspace["converted"])]
+    args += ["--train-tfrecords", workspace["records"], "--out", str(out), "--no-export"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(Path.cwd())}
+    interrupted = subprocess.run(
+        [sys.executable, "-c", INTERRUPTING_CLI, *args], capture_output=True, text=True, env=env
+    )
+    assert interrupted.returncode != 0, interrupted.stdout[-2000:]
+    assert 0 < int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1]) < 6
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, env=env
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((out / "train_summary.json").read_text())["resumed"] is True
+
+    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
+    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    for path in expected:
+        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
+    metrics = Path("dvclive/plots/metrics/train")
+    for name in ("learning_rate", "loss"):
+        with open(out / metrics / f"{name}.tsv") as handle:
+            steps = [int(row["step"]) for row in csv.DictReader(handle, delimiter="\t")]
+        assert steps == list(range(1, STEPS + 1)), (name, steps)
+        base = _read_tsv(baseline[0] / metrics / f"{name}.tsv")
+        logged = _read_tsv(out / metrics / f"{name}.tsv")
+        for step in range(1, STEPS + 1):
+            assert logged[step] == pytest.approx(base[step], rel=1e-5), (name, step)
+
+
 def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(workspace):
     out = workspace["root"] / "diverged"
     params = _params(

@@ -72,6 +72,21 @@ def run(args: argparse.Namespace) -> int:
         if result.pinned:
             print(f"sha256 {result.sha256} (verified)")
         else:
-            where = f"conf/zoo/{name}.yaml" if name else "--sha256"
+            where = _zoo_conf_file(args.params, name) if args.params else "--sha256"
             print(f"sha256 {result.sha256} (unpinned: add it to {where} to verify future fetches)")
     return 0
+
+
+def _zoo_conf_file(params: Path, name: str | None) -> str:
+    """The conf/zoo/*.yaml (beside params.yaml) that declares zoo `name`: file names are the Hydra
+    choice (ssd_mobilenet_v2_coco.yaml), `name` the release (ssd_mobilenet_v2_coco_2018_03_29)."""
+    import yaml
+
+    for path in sorted((params.parent / "conf" / "zoo").glob("*.yaml")):
+        try:
+            declared = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("name")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if name and declared == name:
+            return f"`sha256:` in {path.relative_to(params.parent)}"
+    return "`sha256:` in the conf/zoo/*.yaml of this model"

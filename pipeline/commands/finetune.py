@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--restart", action="store_true", help="discard checkpoints in --out instead of resuming"
     )
+    parser.add_argument(
+        "--restart-if-changed",
+        action="store_true",
+        help="when --out holds a checkpoint from other settings or inputs, start over instead of "
+        "failing (the DVC stage uses this: its checkpoint persists so that an interrupted "
+        "`dvc repro` resumes)",
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
 
 
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         args.val_tfrecords,
         restart=args.restart,
+        restart_if_changed=args.restart_if_changed,
         source=str(args.params),
         export=not args.no_export,
     )

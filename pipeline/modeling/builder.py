@@ -94,13 +94,13 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
     )
 
 
-def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNetModel:
+def build_ssd_model(spec: SSDSpec) -> RetinaNetModel:
     """The TF2 model of `spec`, built (variables created) for spec.image_size inputs.
 
     `model(preprocessed, training=False)` returns Model Garden's dict: `cls_outputs` /
     `box_outputs` ({level: [B, H, W, A * C]}, TF1 channel order) and the TF1 post-processed
-    `detection_*` / `num_detections`. With `l2_regularization`, the config's L2 weights become
-    Keras regularizers (TF1's slim l2_regularizer(w) is Keras L2(w / 2)).
+    `detection_*` / `num_detections`. Layers carry no Keras regularizers: TF1's L2 set is
+    applied by the fine-tune task (`pipeline.modeling.regularization`).
     """
     if spec.architecture not in SUPPORTED_ARCHITECTURES:
         raise PipelineError(
@@ -110,17 +110,12 @@ def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNet
     config = model_config(spec)
     height, width = spec.image_size
     input_specs = tf_keras.layers.InputSpec(shape=[None, height, width, 3])
-    feature_l2 = _l2(spec.feature_extractor.l2_weight) if l2_regularization else None
-    head_l2 = _l2(spec.box_predictor.l2_weight) if l2_regularization else None
     backbone = backbone_factory.build_backbone(
         input_specs=input_specs,
         backbone_config=config.backbone,
         norm_activation_config=config.norm_activation,
-        l2_regularizer=feature_l2,
     )
-    decoder = decoder_factory.build_decoder(
-        input_specs=backbone.output_specs, model_config=config, l2_regularizer=feature_l2
-    )
+    decoder = decoder_factory.build_decoder(input_specs=backbone.output_specs, model_config=config)
     levels = anchor_lib.levels(spec)
     per_location = anchor_lib.anchors_per_location(spec)
     predictor = spec.box_predictor
@@ -139,7 +134,6 @@ def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNet
         batch_norm_center=predictor.batch_norm_center,
         norm_momentum=spec.feature_extractor.batch_norm_decay,
         norm_epsilon=predictor.batch_norm_epsilon,
-        kernel_regularizer=head_l2,
     )
     post = spec.post_processing
     generator = TF1DetectionGenerator(
@@ -169,11 +163,6 @@ def build_ssd_model(spec: SSDSpec, l2_regularization: bool = False) -> RetinaNet
     # Create every variable (the head builds lazily) so that checkpoints restore eagerly.
     model(tf.zeros([1, height, width, 3]), training=False)
     return model
-
-
-def _l2(weight: float) -> tf_keras.regularizers.Regularizer | None:
-    # slim.l2_regularizer(w)(x) = w * sum(x^2) / 2 (tf.nn.l2_loss); Keras L2(l)(x) = l * sum(x^2).
-    return tf_keras.regularizers.L2(weight / 2.0) if weight > 0 else None
 
 
 def read_spec(directory: str | os.PathLike[str]) -> SSDSpec:

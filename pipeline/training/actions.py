@@ -7,9 +7,11 @@ so DVCLive is driven from here.
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +48,23 @@ class DVCLiveAction:
         for name, value in _scalars(output).items():
             self._live.log_metric(f"{self._prefix}/{self.RENAME.get(name, name)}", value)
         self._live.make_summary()
+
+
+def trim_history(live_dir: Path, step: int) -> None:
+    """Drop DVCLive rows logged after `step` (the checkpoint a resumed run restarts from), so the
+    replayed steps are logged once, not twice. DVCLive plots are `timestamp step <metric>` TSVs."""
+    from pipeline.atomic import atomic_file
+
+    for path in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        column = rows[0].index("step")
+        kept = [rows[0]] + [row for row in rows[1:] if int(row[column]) <= step]
+        if len(kept) != len(rows):
+            with atomic_file(path) as handle:
+                csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
 
 
 class ProgressAction:

@@ -53,7 +53,7 @@ class SSDFinetuneTaskConfig(cfg.TaskConfig):
     init_checkpoint: str = ""
     # 0: the converted model's class count; otherwise class predictors are re-initialised.
     num_classes: int = 0
-    # < 0: the pipeline.config's conv_hyperparams l2 weight.
+    # < 0: TF1's L2 weights (pipeline.modeling.regularization); >= 0 replaces each of them.
     l2_weight_decay: float = -1.0
     freeze: FreezeConfig = dataclasses.field(default_factory=FreezeConfig)
     train_data: SSDDataConfig = dataclasses.field(default_factory=SSDDataConfig)

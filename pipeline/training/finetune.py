@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import logging
 import shutil
 import time
@@ -28,12 +30,17 @@ import numpy as np
 import tensorflow as tf
 from official.common import distribute_utils
 from official.core import task_factory, train_lib, train_utils
-from official.modeling import hyperparams, optimization, performance
+from official.modeling import optimization, performance
 
 from pipeline.atomic import atomic_directory, atomic_file, write_json
 from pipeline.errors import PipelineError
 from pipeline.training import task as _task  # noqa: F401  (registers the task with the factory)
-from pipeline.training.actions import DivergenceGuard, DVCLiveAction, ProgressAction
+from pipeline.training.actions import (
+    DivergenceGuard,
+    DVCLiveAction,
+    ProgressAction,
+    trim_history,
+)
 from pipeline.training.config import experiment_from_params
 from pipeline.training.freezing import unfreeze_batch_norm
 from pipeline.training.task import load_spec
@@ -76,21 +83,60 @@ def make_strategy(runtime: Any) -> tf.distribute.Strategy:
         raise PipelineError(f"params.yaml: train.runtime.distribution_strategy: {error}") from error
 
 
-def _check_resume(model_dir: Path, experiment: Any, restart: bool) -> bool:
-    """True when resuming; refuses to resume a run made with other settings."""
+RUN_FINGERPRINT = "run_fingerprint.json"
+
+
+def run_fingerprint(experiment: Any, converted_dir: str | Path, train_tfrecords: str) -> dict:
+    """What a checkpoint in --out was trained from: the settings, and the content of the converted
+    model and of the training TFRecords (paths alone stay the same when DVC swaps their content)."""
+    from pipeline.training.inputs import list_files
+
+    def digest(paths: list[Path]) -> str:
+        sha = hashlib.sha256()
+        for path in paths:
+            sha.update(path.name.encode() + b"\0")
+            with path.open("rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    sha.update(chunk)
+        return sha.hexdigest()
+
+    settings = json.dumps(experiment.as_dict(), sort_keys=True, default=str).encode()
+    converted = sorted(p for p in Path(converted_dir).rglob("*") if p.is_file())
+    return {
+        "settings": hashlib.sha256(settings).hexdigest(),
+        "converted": digest(converted),
+        "train_tfrecords": digest([Path(f) for f in list_files(train_tfrecords)]),
+    }
+
+
+def _check_resume(
+    model_dir: Path, fingerprint: dict, restart: bool, restart_if_changed: bool
+) -> bool:
+    """True when resuming. A checkpoint from other settings or inputs is refused, or discarded
+    with `restart_if_changed` (the DVC stage: DVC reruns it only when something changed)."""
     if restart and model_dir.exists():
         shutil.rmtree(model_dir)
     if tf.train.latest_checkpoint(str(model_dir)) is None:
         return False
-    saved = model_dir / "params.yaml"
-    if saved.is_file():
-        previous = hyperparams.read_yaml_to_params_dict(str(saved)).as_dict()
-        if previous != experiment.as_dict():
-            raise PipelineError(
-                f"{model_dir}: holds a checkpoint of a run with different settings; rerun with "
-                "--restart (or another --out) to start over"
-            )
-    return True
+    saved = model_dir / RUN_FINGERPRINT
+    previous = json.loads(saved.read_text()) if saved.is_file() else {}
+    changed = sorted(key for key in fingerprint if previous.get(key) != fingerprint[key])
+    if not changed:
+        return True
+    if restart_if_changed:
+        log.info("%s: %s changed since its checkpoint; starting over", model_dir, changed)
+        shutil.rmtree(model_dir)
+        return False
+    raise PipelineError(
+        f"{model_dir}: holds a checkpoint of a run with different {' and '.join(changed)}; "
+        "rerun with --restart (or another --out) to start over"
+    )
+
+
+def _checkpoint_step(model_dir: Path) -> int:
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    reader = tf.train.load_checkpoint(latest)
+    return int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
 def check_class_ids(
@@ -129,6 +175,7 @@ def finetune(
     val_tfrecords: str | None = None,
     *,
     restart: bool = False,
+    restart_if_changed: bool = False,
     strategy: tf.distribute.Strategy | None = None,
     source: str = "params.yaml",
     export: bool = True,
@@ -144,9 +191,13 @@ def finetune(
     check_class_ids([train_tfrecords, val_tfrecords], num_classes, converted_dir, source)
     out = Path(out_dir)
     model_dir = out / "checkpoint"
-    resuming = _check_resume(model_dir, experiment, restart)
-    if not resuming:
-        tf.keras.utils.set_random_seed(experiment.task.train_data.seed)
+    fingerprint = run_fingerprint(experiment, converted_dir, train_tfrecords)
+    resuming = _check_resume(model_dir, fingerprint, restart, restart_if_changed)
+    # Also when resuming: the global seed is part of every seeded op's stream (the shuffle order
+    # above all), so a resumed process must set the same one to replay the same batches.
+    tf.keras.utils.set_random_seed(experiment.task.train_data.seed)
+    if resuming:
+        trim_history(out / "dvclive", _checkpoint_step(model_dir))
     if experiment.runtime.mixed_precision_dtype:
         performance.set_mixed_precision_policy(experiment.runtime.mixed_precision_dtype)
     strategy = strategy or make_strategy(experiment.runtime)
@@ -158,6 +209,7 @@ def finetune(
             experiment, task, train=True, evaluate=bool(val_tfrecords)
         )
     train_utils.serialize_config(experiment, str(model_dir))
+    write_json(model_dir / RUN_FINGERPRINT, fingerprint)
 
     live = Live(dir=str(out / "dvclive"), resume=resuming, save_dvc_exp=False, dvcyaml=None)
     batch_size = experiment.task.train_data.global_batch_size

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,6 @@ from pipeline.training.targets import TF1TargetAssigner
 
 log = logging.getLogger(__name__)
 
-_KERNEL = re.compile(r"(^|/)(kernel|depthwise_kernel|pointwise_kernel)$")
 LOSS_METRICS = ("total_loss", "cls_loss", "box_loss", "l2_loss", "num_matches")
 
 
@@ -96,23 +94,18 @@ class SSDFinetuneTask(base_task.Task):
         return model
 
     def _l2_weights(self, model: tf_keras.Model) -> list[tuple[tf.Variable, float]]:
-        """Trained conv kernels with their L2 weight (TF1 regularises conv weights only)."""
+        """The trained weights TF1 would L2-regularize, with TF1's weights
+        (`pipeline.modeling.regularization`); train.l2_weight_decay >= 0 replaces the weight."""
+        from pipeline.modeling.regularization import tf1_l2_weights
+
         assert self.freeze_plan is not None
         uniform = self.task_config.l2_weight_decay
+        trained = {variable.ref() for variable in self.freeze_plan.trainable}
         weights = []
-        plan = self.freeze_plan
-        for variable, path in zip(plan.trainable, plan.trainable_paths, strict=True):
-            if not _KERNEL.search(path):
-                continue
-            if uniform >= 0:
-                weight = uniform
-            elif path.startswith("head/"):
-                weight = self.spec.box_predictor.l2_weight
-            else:
-                weight = self.spec.feature_extractor.l2_weight
-            if weight:
-                weights.append((variable, float(weight)))
-        return weights
+        for variable, weight in tf1_l2_weights(model, self.spec).values():
+            if variable.ref() in trained:
+                weights.append((variable, float(uniform) if uniform >= 0 else weight))
+        return [(variable, weight) for variable, weight in weights if weight > 0]
 
     def initialize(self, model: tf_keras.Model) -> None:
         """Restore the converted checkpoint (Orbit calls this only without a run checkpoint)."""
