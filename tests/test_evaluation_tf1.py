@@ -170,13 +170,13 @@ def test_what_is_not_a_model_gets_one_line(
     broken.write_bytes(b"\x08not a graph")
     empty = tmp_path / "empty"
     empty.mkdir()
-    for model, expected in ((broken, "not a frozen TF1 GraphDef"), (empty, "TF1 export")):
+    for model, expected in ((broken, "not a TF1 graph"), (empty, "TF1 export")):
         code = evaluate_cli(model, val_tfrecords, tmp_path / "out")
         err = capsys.readouterr().err
         assert code != 0 and expected in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
         assert not (tmp_path / "out").exists()
-    with pytest.raises(PipelineError, match="TF1 SavedModel"):
+    with pytest.raises(PipelineError, match="saved_model/saved_model.pb not found"):
         from pipeline.tf1.graph_runner import resolve_graph_kind
 
         resolve_graph_kind(empty, "saved_model")
