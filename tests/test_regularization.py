@@ -20,6 +20,8 @@ CONFIGS = [
     "tf1_zoo/ssd_mobilenet_v2_coco_2018_03_29/pipeline.config",
     "tf1_zoo/ssd_mobilenet_v1_coco_2018_01_28/pipeline.config",
     "tf1_user_models/ssdlite_mobilenet_v2_train/pipeline.config",
+    "tf1_user_models/ssd_mobilenet_v3_large_pose_export_tf1.14/pipeline.config",
+    "od_api/sample_configs/ssd_inception_v2_coco.config",
 ]
 
 
@@ -34,7 +36,11 @@ def tf1_regularized(python: Path, reference: Path, config: Path) -> dict[str, fl
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.split("/")[1])
+@pytest.mark.parametrize(
+    "config",
+    CONFIGS,
+    ids=lambda c: Path(c).parent.name if c.endswith("/pipeline.config") else Path(c).stem,
+)
 def test_regularized_weights_are_tf1s(
     tf1_reference_python, tf1_reference_dir, shared_fixtures, config
 ):
