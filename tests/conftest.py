@@ -85,7 +85,7 @@ TF1_REFERENCE = Path(os.environ.get("TF1_REFERENCE", SHARED_FIXTURES.parent / "t
 
 @pytest.fixture(scope="session")
 def tf1_reference_dir() -> Path:
-    """../shared/tf1_reference (its scripts and `boot.py`)."""
+    """`../shared/tf1_reference` (its scripts and `boot.py`, run with `tf1_reference_python`)."""
     return _require(TF1_REFERENCE)
 
 

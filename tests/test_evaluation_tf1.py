@@ -144,11 +144,6 @@ def test_tf1_ap_equals_converted_ap(
     assert result.metrics["AP50"] == pytest.approx(tf1["AP50"], abs=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="box_clipping auto picks after_nms for the built-in graph, which clips before NMS "
-    "(inside a while-body function, without a ClipToWindow scope): a few detections differ",
-)
 def test_tf1_detections_equal_converted_detections(
     builtin_converted: Path, tf1_eval: Path, val_tfrecords: str, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -403,7 +404,7 @@ def test_not_an_archive(payload, message, tmp_path) -> None:
 @pytest.mark.parametrize(
     ("drop", "message"),
     [
-        (("model.ckpt.index", "model.ckpt.data-00000-of-00001"), "no checkpoint"),
+        (("model.ckpt.index", "model.ckpt.data-00000-of-00001"), "no weights found"),
         (("model.ckpt.data-00000-of-00001",), "has an index but no data file"),
         (("pipeline.config",), "no pipeline.config"),
     ],
@@ -414,6 +415,42 @@ def test_archive_without_a_complete_model(drop, message, tmp_path) -> None:
     with pytest.raises(PipelineError, match=re.escape(message)):
         fetch_zoo_model(str(archive), tmp_path / "zoo")
     assert not (tmp_path / "zoo").exists()
+
+
+@pytest.mark.parametrize(
+    ("files", "form", "weights_file"),
+    [
+        (
+            {"frozen_inference_graph.pb": b"graph", "pipeline.config": CONFIG.encode()},
+            "frozen_graph",
+            "frozen_inference_graph.pb",
+        ),
+        (
+            {"saved_model/saved_model.pb": b"graph", "pipeline.config": CONFIG.encode()},
+            "saved_model",
+            "saved_model/saved_model.pb",
+        ),
+        (
+            {
+                "model.ckpt-900.index": b"index",
+                "model.ckpt-900.data-00000-of-00001": b"data",
+                "model.ckpt-1200.index": b"index",
+                "model.ckpt-1200.data-00000-of-00001": b"data",
+                "ssd_mobilenet_v2_coco.config": CONFIG.encode(),
+            },
+            "checkpoint",
+            "model.ckpt-1200.index",
+        ),
+    ],
+)
+def test_every_form_a_model_arrives_in_is_accepted(files, form, weights_file, tmp_path) -> None:
+    """A frozen graph or SavedModel alone, or a training dir (several steps, no state file, the
+    config named after the sample): the forms `convert` reads (pipeline.tf1.model_dir)."""
+    archive = _tarball(tmp_path / "m.tar.gz", files)
+    result = fetch_zoo(str(archive), tmp_path / "zoo")
+    assert result.model.form == form
+    info = json.loads((tmp_path / "zoo" / FETCH_INFO).read_text())
+    assert info["weights"] == form and info["weights_file"] == weights_file
 
 
 def test_missing_data_shard(tmp_path) -> None:

@@ -47,6 +47,14 @@ def test_box_clipping_is_read_from_each_real_graph(shared_fixtures, folder, vers
     assert detect_box_clipping([meta]).value == clipping
 
 
+def test_the_built_in_models_graph_clips_before_nms(builtin_zoo):
+    """Its NMS loop is a library function (TF2-style control flow, pipeline.tf1.graph_builder)
+    and its clip plain Minimum/Maximum ops, not an inlined `ClipToWindow` scope."""
+    graph_def, _ = read_graph_def(builtin_zoo / "model.ckpt.meta")
+    assert not any(node.op.startswith("NonMaxSuppression") for node in graph_def.node)
+    assert box_clipping_of_graph(graph_def) == "before_nms"
+
+
 def test_without_an_inference_graph_the_tf_version_or_the_later_default_decides(tmp_path):
     import tensorflow as tf
 

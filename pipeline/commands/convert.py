@@ -1,4 +1,5 @@
-"""`python -m pipeline convert`: TF1 zoo SSD checkpoint -> Model Garden TF2 checkpoint + report."""
+"""`python -m pipeline convert`: a TF1 SSD or Faster R-CNN model (any form) -> Model Garden TF2
+model + report."""
 
 from __future__ import annotations
 
@@ -6,20 +7,50 @@ import argparse
 from pathlib import Path
 
 from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
+from pipeline.tf1.weights import WEIGHTS_CHOICES
 
 NAME = "convert"
-HELP = "convert a TF1 zoo SSD MobileNet checkpoint into a Model Garden TF2 model"
+HELP = "convert a TF1 SSD MobileNet or Faster R-CNN Inception v2 checkpoint to a Model Garden model"
 DESCRIPTION = (
-    "Read a TF1 Object Detection zoo directory (model.ckpt.* + pipeline.config), build the "
-    "equivalent Model Garden RetinaNetModel, map every TF1 variable onto it and write "
+    "Read a TF1 Object Detection model directory (a checkpoint, frozen graph or SavedModel + "
+    "its pipeline config), build the equivalent Model Garden RetinaNetModel (SSD) or "
+    "MaskRCNNModel without masks (Faster R-CNN), map every TF1 variable onto it and write "
     "<out>/checkpoint/, model_spec.json, pipeline.config and conversion_report.{json,md}. "
     "With --verify-images, run the TF1 graph and the converted model on those images and record "
-    "the parity figures (fails if they disagree)."
+    "the parity figures (fails if they disagree; a directory with no inference graph, such as a "
+    "training dir, gets a note instead)."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tf1-dir", type=Path, required=True, help="extracted TF1 zoo directory")
+    parser.add_argument(
+        "--tf1-dir",
+        type=Path,
+        required=True,
+        help="the TF1 model directory: an export or zoo tarball, a training dir (model.ckpt-N), "
+        "frozen_inference_graph.pb or saved_model/, with its pipeline config",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint prefix to convert, e.g. model.ckpt-5000 (default: the newest, from the "
+        "`checkpoint` file, else the highest model.ckpt-N)",
+    )
+    parser.add_argument(
+        "--pipeline-config",
+        type=Path,
+        default=None,
+        help="the model's pipeline config (default: <tf1-dir>/pipeline.config, else the "
+        "directory's only *.config)",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHTS_CHOICES,
+        default="auto",
+        help="checkpoint values to convert: the moving averages (ExponentialMovingAverage "
+        "shadows) or the raw weights; auto (default) does what the TF1 exporter does, following "
+        "eval_config.use_moving_averages",
+    )
     parser.add_argument("--out", type=Path, required=True, help="converted model directory")
     parser.add_argument(
         "--num-classes",
@@ -92,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         verify_images=verify_images,
         max_verify_images=max_images,
         progress=not args.no_progress,
+        checkpoint=args.checkpoint,
+        pipeline_config=args.pipeline_config,
+        weights=args.weights,
         box_clipping=box_clipping,
     )
     if args.metrics is not None:
@@ -99,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
         from pipeline.conversion.report import flat_metrics
 
         write_json(args.metrics, flat_metrics(report))
-    tf1, tf2 = report["tf1"], report["tf2"]
+    tf1, tf2, weights = report["tf1"], report["tf2"], report["weights"]
+    print(
+        f"read {report['source']['form'].replace('_', ' ')} {report['source']['weights_file']}: "
+        f"{weights['weights'].replace('_', ' ')} weights ({weights['reason']})"
+    )
     print(
         f"wrote {args.out}: {report['source']['architecture']}, "
         f"{tf1['mapped']}/{tf1['total']} TF1 variables mapped "
@@ -110,4 +148,6 @@ def run(args: argparse.Namespace) -> int:
     parity = report.get("parity")
     if parity:
         print(f"parity with the TF1 graph: {'passed' if parity.get('passed') else 'FAILED'}")
+    elif report.get("parity_note"):
+        print(f"parity with the TF1 graph: {report['parity_note']}")
     return 0

@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"fetched {label}from {result.source} -> {result.path} "
         f"({result.num_files} files, {result.num_bytes / 1e6:.1f} MB; "
-        f"checkpoint {result.model.checkpoint_prefix.name})"
+        f"{result.model.form.replace('_', ' ')} "
+        f"{result.model.weights_file.relative_to(result.model.root)})"
     )
     if result.sha256 is not None:
         if result.pinned:

@@ -1,4 +1,5 @@
-"""`python -m pipeline convert`: a TF1 zoo SSD directory -> a converted TF2 model directory.
+"""`python -m pipeline convert`: a TF1 SSD or Faster R-CNN model directory -> a converted TF2
+model directory (Faster R-CNN: `pipeline.conversion.faster_rcnn.convert`).
 
 Output (written atomically): `checkpoint/` (tf.train.Checkpoint(**model.checkpoint_items), the
 layout Model Garden's task `initialize` restores), `model_spec.json`, a copy of
@@ -19,9 +20,12 @@ from pipeline.conversion.report import build_report, render_markdown
 from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.spec import SSDSpec
-from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.faster_rcnn_config import is_faster_rcnn
 from pipeline.tf1.graph_facts import choose_box_clipping
-from pipeline.tf1.pipeline_config import ssd_spec_from_config
+from pipeline.tf1.graph_runner import NoInferenceGraph, resolve_graph
+from pipeline.tf1.model_dir import TF1ModelDir, resolve_tf1_dir
+from pipeline.tf1.pipeline_config import read_pipeline_config, ssd_spec_from_config
+from pipeline.tf1.weights import WeightsChoice, WeightSource, open_weights
 
 REPORT_JSON = "conversion_report.json"
 REPORT_MD = "conversion_report.md"
@@ -43,27 +47,46 @@ def convert(
     verify_images: str | os.PathLike[str] | None = None,
     max_verify_images: int | None = None,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    pipeline_config: str | os.PathLike[str] | None = None,
+    weights: WeightsChoice = "auto",
     box_clipping: str = "auto",
 ) -> dict[str, Any]:
-    """Convert a TF1 zoo SSD directory; return the report (also written to out_dir).
+    """Convert a TF1 SSD model directory; return the report (also written to out_dir).
 
-    `num_classes` different from the checkpoint's leaves the class predictors fresh. With
-    `verify_images`, the TF1 graph and the converted model are run on those images and the parity
-    figures go into the report; a failed verification raises PipelineError after the output is
-    written (so the report can be inspected). `box_clipping` ('auto' | 'before_nms' |
-    'after_nms') is the OD API era of the post-processing; 'auto' reads it from the model's graph.
+    The directory may be an export, a zoo tarball, a training dir, a frozen graph or a SavedModel
+    with its pipeline config (`pipeline.tf1.model_dir`); `checkpoint` / `pipeline_config` choose
+    among several, `weights` ('auto' | 'raw' | 'moving_average') which values of a checkpoint
+    (`pipeline.tf1.weights`). `num_classes` different from the model's leaves the class
+    predictors fresh. With `verify_images`, the TF1 graph the weights came from and the converted
+    model are run on those images and the parity figures go into the report; a failed
+    verification raises PipelineError after the output is written (so the report can be
+    inspected). A directory without an inference graph (a training dir) gets a parity note.
+    `box_clipping` ('auto' | 'before_nms' | 'after_nms') is the OD API era of the
+    post-processing; 'auto' reads it from the model's graph.
     """
     from pipeline.modeling.builder import build_ssd_model
 
     timings: dict[str, float] = {}
-    tf1_dir = Path(tf1_dir)
-    config_path = tf1_dir / CONFIG_FILE
     start = time.perf_counter()
-    checkpoint = TF1Checkpoint(tf1_dir)
-    checkpoint.require_data()
-    clipping = choose_box_clipping(tf1_dir, checkpoint.prefix, box_clipping)
-    source_spec = ssd_spec_from_config(config_path).with_box_clipping(clipping.value)
+    model_dir = resolve_tf1_dir(
+        tf1_dir, checkpoint=checkpoint, pipeline_config=pipeline_config, require_data=False
+    )
+    config_path = model_dir.pipeline_config
+    config = read_pipeline_config(config_path)
+    if is_faster_rcnn(config):
+        from pipeline.conversion.faster_rcnn.convert import convert_faster_rcnn
+
+        return convert_faster_rcnn(
+            model_dir.root, Path(out_dir), config_path, num_classes, verify_images,
+            max_verify_images, progress, (REPORT_JSON, REPORT_MD), box_clipping,
+        )  # fmt: skip
+    clipping = choose_box_clipping(model_dir.root, model_dir.checkpoint_prefix, box_clipping)
+    source_spec = ssd_spec_from_config(config, source=str(config_path))
+    source_spec = source_spec.with_box_clipping(clipping.value)
     spec = target_spec(source_spec, num_classes)
+    source = open_weights(model_dir, weights, bool(config.eval_config.use_moving_averages))
+    source.require_data()
     timings["read_config_and_index"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -72,10 +95,10 @@ def convert(
 
     start = time.perf_counter()
     fresh = spec.num_classes != source_spec.num_classes
-    plan = plan_mapping(model, spec, checkpoint, fresh, str(config_path))
+    plan = plan_mapping(model, spec, source, fresh, str(config_path))
     timings["map_variables"] = time.perf_counter() - start
     start = time.perf_counter()
-    apply_plan(plan, checkpoint, progress)
+    apply_plan(plan, source, progress)
     timings["read_and_assign"] = time.perf_counter() - start
 
     out_dir = Path(out_dir)
@@ -85,32 +108,35 @@ def convert(
         timings["write_checkpoint"] = time.perf_counter() - start
         write_json(staging / SPEC_FILE, spec.to_dict())
         shutil.copyfile(config_path, staging / CONFIG_FILE)
-        parity = None
+        parity = parity_note = None
         if verify_images is not None:
             start = time.perf_counter()
-            parity = verify(
-                tf1_dir,
-                model,
-                spec,
-                verify_images,
-                max_verify_images,
-                source_spec,
-                checkpoint,
-                progress,
-            )
+            try:
+                parity = verify(
+                    model_dir,
+                    model,
+                    spec,
+                    verify_images,
+                    max_verify_images,
+                    source_spec,
+                    source,
+                    progress,
+                )
+            except NoInferenceGraph as error:
+                parity_note = f"not verified: {error}"
             timings["verify"] = time.perf_counter() - start
         tf2_total = sum(len(m.variables) for m in model.checkpoint_items.values())
         report = build_report(
-            tf1_dir=str(tf1_dir),
-            checkpoint_prefix=str(checkpoint.prefix),
+            model_dir=model_dir,
+            weights=source,
             source_spec=source_spec,
             spec=spec,
             plan=plan,
-            tf1_total=len(checkpoint.shapes),
             tf2_total=tf2_total,
             checkpoint_path=str(Path(CHECKPOINT_DIR) / Path(saved).name),
             timings=timings,
             parity=parity,
+            parity_note=parity_note,
             box_clipping=clipping,
         )
         write_json(staging / REPORT_JSON, report)
@@ -134,36 +160,51 @@ def write_checkpoint(model: Any, directory: Path) -> str:
 
 
 def verify(
-    tf1_dir: Path,
+    model_dir: TF1ModelDir,
     model: Any,
     spec: SSDSpec,
     images_dir: str | os.PathLike[str],
     max_images: int | None,
     source_spec: SSDSpec,
-    checkpoint: TF1Checkpoint,
+    weights: WeightSource,
     progress: bool,
 ) -> dict[str, Any]:
-    """Run the TF1 graph and the converted model on the same images and compare them
-    (`pipeline.conversion.parity`).
+    """Run the TF1 graph the weights came from and the converted model on the same images and
+    compare them (`pipeline.conversion.parity`).
 
-    After a class-count change the class outputs cannot be compared; the check then runs on a
-    model converted with the checkpoint's own class count, which shares every converted weight
-    with the output model (only the fresh class predictors differ).
+    The graph is the checkpoint's own meta graph (restored with the same values the converter
+    read: moving averages when those were used), the frozen graph, or the SavedModel. After a
+    class-count change the class outputs cannot be compared; the check then runs on a model
+    converted with the source's own class count, which shares every converted weight with the
+    output model (only the fresh class predictors differ). Raises NoInferenceGraph when there is
+    no inference graph to run.
     """
     from pipeline.conversion import parity as parity_lib
     from pipeline.modeling.builder import build_ssd_model
 
+    graph = {"checkpoint": "auto", "frozen_graph": "frozen", "saved_model": "saved_model"}
+    runner_graph = graph[model_dir.form]
+    # Resolve the graph first: a training dir without an inference graph needs no second model.
+    resolve_graph(model_dir.root, runner_graph, model_dir.checkpoint_prefix)
     note = None
     if spec.num_classes != source_spec.num_classes:
         model = build_ssd_model(source_spec)
-        apply_plan(plan_mapping(model, source_spec, checkpoint), checkpoint)
+        apply_plan(plan_mapping(model, source_spec, weights), weights)
         spec = source_spec
         note = (
-            f"verified on the {source_spec.num_classes}-class conversion of the same checkpoint; "
+            f"verified on the {source_spec.num_classes}-class conversion of the same weights; "
             "the output model's class predictors are fresh and not compared"
         )
     report = parity_lib.verify_conversion(
-        tf1_dir, model, spec, images_dir=images_dir, max_images=max_images, progress=progress
+        model_dir.root,
+        model,
+        spec,
+        images_dir=images_dir,
+        max_images=max_images,
+        progress=progress,
+        tf1_graph=runner_graph,
+        checkpoint_prefix=model_dir.checkpoint_prefix,
+        restore_name=weights.stored_name if weights.weights == "moving_average" else None,
     ).to_dict()
     if note:
         report["note"] = note

@@ -1,5 +1,7 @@
 """Map every TF1 checkpoint variable onto the TF2 model, layer object by layer object.
 
+The TF1 side is a `pipeline.tf1.weights.WeightSource` (a checkpoint, raw or moving averages, a
+frozen graph or a SavedModel), so the same mapping serves every form a model arrives in.
 The TF2 model records, for each Keras layer holding weights, the TF1 scope it reproduces
 (`pipeline.modeling.tf1_layout`); those scopes are derived from the same spec that decided the
 architecture, so the mapping follows whatever pipeline.config describes (depth multiplier, SSDLite
@@ -21,7 +23,8 @@ from pipeline.errors import PipelineError
 from pipeline.modeling.backbones import SCOPES
 from pipeline.modeling.spec import SSDSpec
 from pipeline.modeling.tf1_layout import LayerRecord, model_records
-from pipeline.tf1.checkpoint import TF1Checkpoint, is_bookkeeping
+from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.weights import WeightSource, as_weight_source
 
 _FE = "model.ssd.feature_extractor"
 _BP = "model.ssd.box_predictor.convolutional_box_predictor"
@@ -39,7 +42,7 @@ class MappingPlan:
     fresh: list[LayerRecord]
     # TF1 variables not used because their layer starts fresh.
     tf1_replaced: list[str]
-    # TF1 step counters, optimizer slots, moving-average shadows.
+    # TF1 step counters, optimizer slots, moving-average shadows not used.
     tf1_ignored: list[str]
     # Problems; a plan with any of these is never applied.
     tf1_unmapped: list[str]
@@ -93,9 +96,9 @@ def _blame_shape(
     return _depth_fields(spec)
 
 
-def _blame_missing(record: LayerRecord, spec: SSDSpec, checkpoint: TF1Checkpoint) -> str:
+def _blame_missing(record: LayerRecord, spec: SSDSpec, weights: WeightSource) -> str:
     layer_present = any(
-        f"{record.scope}/{leaf}" in checkpoint.shapes for leaf in ("weights", "depthwise_weights")
+        f"{record.scope}/{leaf}" in weights.shapes for leaf in ("weights", "depthwise_weights")
     )
     if record.kind == "batch_norm" and layer_present:
         return f"{_FE}.conv_hyperparams.batch_norm (scale / center)"
@@ -120,16 +123,21 @@ def _blame_unmapped(name: str, spec: SSDSpec) -> str:
 def plan_mapping(
     model: Any,
     spec: SSDSpec,
-    checkpoint: TF1Checkpoint,
+    weights: WeightSource | TF1Checkpoint | str,
     fresh_class_predictors: bool = False,
     config_source: str = "pipeline.config",
 ) -> MappingPlan:
     """Pair TF1 variables with the model's variables; raise PipelineError on any disagreement.
 
+    `weights`: a WeightSource, or a checkpoint (its raw values).
+
     With `fresh_class_predictors` (the class count changed), class predictor layers are left at
     their initial values and their TF1 variables are listed as replaced.
     """
-    _check_feature_extractor_scope(spec, checkpoint, config_source)
+    weights = as_weight_source(weights)
+    shapes = weights.shapes
+    where = weights.form.replace("_", " ")
+    _check_feature_extractor_scope(spec, weights, config_source)
     records = model_records(model)
     assignments: list[tuple[str, Any, LayerRecord]] = []
     implied: list[tuple[str, Any, float]] = []
@@ -147,40 +155,39 @@ def plan_mapping(
             tf2_shape = tuple(int(d) for d in variable.shape)
             if record.class_dependent and fresh_class_predictors:
                 fresh.append(record)
-                if name in checkpoint.shapes:
+                if name in shapes:
                     replaced.append(name)
                 continue
-            if name not in checkpoint.shapes:
+            if name not in shapes:
                 if implied_value is not None:
                     implied.append((name, variable, implied_value))
                 else:
                     problem(
-                        _blame_missing(record, spec, checkpoint),
+                        _blame_missing(record, spec, weights),
                         f"{name} {_shape_str(tf2_shape)} is required by the config but missing "
-                        "from the checkpoint",
+                        f"from the {where}",
                     )
                 continue
-            tf1_shape = checkpoint.shapes[name]
+            tf1_shape = shapes[name]
             if tf1_shape != tf2_shape:
                 problem(
                     _blame_shape(record, tf1_shape, tf2_shape, spec),
-                    f"{name} is {_shape_str(tf1_shape)} in the checkpoint but "
+                    f"{name} is {_shape_str(tf1_shape)} in the {where} but "
                     f"{_shape_str(tf2_shape)} in the model the config describes",
                 )
                 continue
             assignments.append((name, variable, record))
 
     used = {name for name, _, _ in assignments} | set(replaced)
-    ignored = sorted(n for n in checkpoint.shapes if n not in used and is_bookkeeping(n))
-    unmapped = sorted(n for n in checkpoint.shapes if n not in used and not is_bookkeeping(n))
+    unmapped = sorted(n for n in shapes if n not in used)
     # A record may be missing only because of an earlier shape problem; report the variable once.
     problem_names = {text.split(" ", 1)[0] for texts in problems.values() for text in texts}
     for name in unmapped:
         if name not in problem_names:
             problem(
                 _blame_unmapped(name, spec),
-                f"{name} {_shape_str(checkpoint.shapes[name])} is in the checkpoint but has no "
-                "place in the model the config describes",
+                f"{name} {_shape_str(shapes[name])} is in the {where} "
+                "but has no place in the model the config describes",
             )
     uninitialised = [
         variable.name
@@ -189,7 +196,7 @@ def plan_mapping(
         if id(variable) not in covered
     ]
     if problems:
-        raise PipelineError(_problem_message(config_source, checkpoint, problems))
+        raise PipelineError(_problem_message(config_source, weights, problems))
     if uninitialised:
         raise PipelineError(
             f"{config_source}: the model has {len(uninitialised)} weights with no TF1 counterpart "
@@ -201,24 +208,24 @@ def plan_mapping(
         implied=implied,
         fresh=_unique(fresh),
         tf1_replaced=sorted(replaced),
-        tf1_ignored=ignored,
+        tf1_ignored=weights.unused_names,
         tf1_unmapped=[],
         tf2_uninitialised=[],
     )
 
 
 def _check_feature_extractor_scope(
-    spec: SSDSpec, checkpoint: TF1Checkpoint, config_source: str
+    spec: SSDSpec, weights: WeightSource, config_source: str
 ) -> None:
     """Fail early, with the clearest message, when the checkpoint is another architecture."""
     expected = SCOPES[spec.architecture]
     found = sorted(
-        {"/".join(n.split("/")[:2]) for n in checkpoint.shapes if n.startswith("FeatureExtractor/")}
+        {"/".join(n.split("/")[:2]) for n in weights.shapes if n.startswith("FeatureExtractor/")}
     )
     if found and expected not in found:
         raise PipelineError(
             f"{config_source}: {_FE}.type is {spec.architecture} (variables under {expected}/) "
-            f"but the checkpoint {checkpoint.prefix} holds {', '.join(f + '/' for f in found)}; "
+            f"but {weights.location} holds {', '.join(f + '/' for f in found)}; "
             "use the pipeline.config shipped with the checkpoint"
         )
 
@@ -235,28 +242,31 @@ def _unique(records: list[LayerRecord]) -> list[LayerRecord]:
 
 
 def _problem_message(
-    config_source: str, checkpoint: TF1Checkpoint, problems: dict[str, list[str]]
+    config_source: str, weights: WeightSource, problems: dict[str, list[str]]
 ) -> str:
     parts = []
     for field, texts in problems.items():
         more = f" (+{len(texts) - 1} more)" if len(texts) > 1 else ""
         parts.append(f"{field}: {texts[0]}{more}")
     return (
-        f"{config_source}: does not describe the checkpoint {checkpoint.prefix}: "
+        f"{config_source}: does not describe the weights {weights.location}: "
         + "; ".join(parts)
         + "; fix these fields (use the pipeline.config shipped with the checkpoint)"
     )
 
 
-def apply_plan(plan: MappingPlan, checkpoint: TF1Checkpoint, progress: bool = False) -> None:
+def apply_plan(
+    plan: MappingPlan, weights: WeightSource | TF1Checkpoint | str, progress: bool = False
+) -> None:
     """Copy the TF1 values into the TF2 variables (and the implied constants)."""
     from tqdm import tqdm
 
-    checkpoint.require_data()
+    weights = as_weight_source(weights)
+    weights.require_data()
     for name, variable, _ in tqdm(
         plan.assignments, desc="tf1 -> tf2", unit="var", disable=not progress, leave=False
     ):
-        value = checkpoint.read(name)
+        value = weights.read(name)
         variable.assign(value.astype(variable.dtype.as_numpy_dtype, copy=False))
     for _, variable, value in plan.implied:
         variable.assign(np.full(variable.shape, value, variable.dtype.as_numpy_dtype))
@@ -265,7 +275,7 @@ def apply_plan(plan: MappingPlan, checkpoint: TF1Checkpoint, progress: bool = Fa
 def load_tf1_weights(
     model: Any,
     spec: SSDSpec,
-    checkpoint: TF1Checkpoint | str,
+    checkpoint: WeightSource | TF1Checkpoint | str,
     source_num_classes: int | None = None,
     config_source: str = "pipeline.config",
     progress: bool = False,
@@ -275,8 +285,7 @@ def load_tf1_weights(
     `source_num_classes`: the class count the checkpoint was trained with (pipeline.config's);
     when it differs from spec.num_classes the class predictors start fresh.
     """
-    if not isinstance(checkpoint, TF1Checkpoint):
-        checkpoint = TF1Checkpoint(checkpoint)
+    checkpoint = as_weight_source(checkpoint)
     fresh = source_num_classes is not None and source_num_classes != spec.num_classes
     plan = plan_mapping(model, spec, checkpoint, fresh, config_source)
     apply_plan(plan, checkpoint, progress)

@@ -98,6 +98,7 @@ class ParityReport:
     iou_threshold: float = IOU_THRESHOLD
     score_tolerance: float = SCORE_TOLERANCE
     tf1_graph: str = ""
+    tf1_graph_file: str = ""
     diagnosis: list[str] = dataclasses.field(default_factory=list)
     images: list[ImageParity] = dataclasses.field(default_factory=list)
 
@@ -111,7 +112,8 @@ class ParityReport:
         """A few readable lines (for the CLI and conversion_report.md)."""
         verdict = "PASS" if self.passed else "FAIL"
         lines = [
-            f"parity {verdict} on {self.num_images} image(s) (TF1 graph: {self.tf1_graph})",
+            f"parity {verdict} on {self.num_images} image(s) (TF1 graph: {self.tf1_graph} "
+            f"{self.tf1_graph_file})",
             f"- box encodings: max |TF1-TF2| {self.box_encodings_max_abs_diff:.3g} "
             f"(max |TF1| {self.box_encodings_max_abs_tf1:.3g}) "
             f"{'ok' if self.box_encodings_passed else 'FAIL'}",
@@ -495,12 +497,16 @@ def verify_conversion(
     images: Sequence[tuple[str, np.ndarray]] | None = None,
     tf1_graph: str = "auto",
     progress: bool = False,
+    checkpoint_prefix: str | os.PathLike[str] | None = None,
+    restore_name: Callable[[str], str] | None = None,
 ) -> ParityReport:
     """Run the TF1 graph of `tf1_zoo_dir` and the TF2 model on the same images and compare.
 
     `tf2` is the converted RetinaNetModel (with `spec`, or the spec read from the zoo's
     pipeline.config), a converted model directory, or a function image -> outputs in TF1 layout.
     Images come from `images_dir` (first `max_images` in name order) or `images` (name, uint8).
+    `tf1_graph`, `checkpoint_prefix` and `restore_name` choose the TF1 graph and the weights it
+    is restored with (`pipeline.tf1.graph_runner.TF1GraphRunner`).
     """
     from pipeline.tf1.graph_runner import TF1GraphRunner, iter_images
 
@@ -517,8 +523,8 @@ def verify_conversion(
         iterator = tqdm(images, desc="parity", unit="image")
     results: list[ImageParity] = []
     diagnosis: list[str] = []
-    with TF1GraphRunner(tf1_zoo_dir, tf1_graph) as runner:
-        kind = runner.kind
+    with TF1GraphRunner(tf1_zoo_dir, tf1_graph, checkpoint_prefix, restore_name) as runner:
+        kind, graph_file = runner.kind, runner.files.path
         for name, image in iterator:
             tf1_out = runner.run(image, with_heads=True)
             tf2_out = run_tf2(image)
@@ -538,4 +544,6 @@ def verify_conversion(
                     hint = postprocessing_hint(tf1_out, hint_spec)
                     notes += [hint] if hint else []
                 diagnosis = [f"{name}: {note}" for note in notes]
-    return summarize(results, tf1_graph=kind, diagnosis=diagnosis)
+    report = summarize(results, tf1_graph=kind, diagnosis=diagnosis)
+    report.tf1_graph_file = str(graph_file)
+    return report

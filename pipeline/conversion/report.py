@@ -11,22 +11,28 @@ from typing import Any
 from pipeline.conversion.mapping import MappingPlan
 from pipeline.modeling.spec import SSDSpec
 from pipeline.tf1.graph_facts import BoxClipping
+from pipeline.tf1.model_dir import TF1ModelDir
+from pipeline.tf1.weights import WeightSource
 
 
 def build_report(
     *,
-    tf1_dir: str,
-    checkpoint_prefix: str,
+    model_dir: TF1ModelDir,
+    weights: WeightSource,
     source_spec: SSDSpec,
     spec: SSDSpec,
     plan: MappingPlan,
-    tf1_total: int,
     tf2_total: int,
     checkpoint_path: str,
     timings: dict[str, float],
     parity: dict[str, Any] | None = None,
+    parity_note: str | None = None,
     box_clipping: BoxClipping | None = None,
+    target_model: str = "official.vision.modeling.retinanet_model.RetinaNetModel",
+    input_size: str | None = None,
 ) -> dict[str, Any]:
+    """`input_size`: how the model sizes its input, for the report (default: the spec's fixed
+    image_size)."""
     fresh_variables = [
         f"{record.scope}/{leaf}"
         for record in plan.fresh
@@ -35,23 +41,32 @@ def build_report(
     return {
         "complete": plan.complete,
         "source": {
-            "tf1_dir": tf1_dir,
-            "checkpoint": checkpoint_prefix,
+            "tf1_dir": str(model_dir.root),
+            "form": model_dir.form,
+            "weights_file": str(model_dir.weights_file),
+            "checkpoint": str(model_dir.checkpoint_prefix or ""),
+            "checkpoint_reason": model_dir.checkpoint_reason,
+            "pipeline_config": str(model_dir.pipeline_config),
+            "pipeline_config_reason": model_dir.config_reason,
             "architecture": source_spec.architecture,
             "num_classes": source_spec.num_classes,
         },
+        "weights": weights.describe(),
         "target": {
-            "model": "official.vision.modeling.retinanet_model.RetinaNetModel",
+            "model": target_model,
             "checkpoint": checkpoint_path,
             "num_classes": spec.num_classes,
-            "image_size": list(spec.image_size),
+            "input_size": input_size or "x".join(str(d) for d in spec.image_size),
+            **({} if input_size else {"image_size": list(spec.image_size)}),
         },
         "tf1": {
-            "total": tf1_total,
+            "total": weights.total,
             "mapped": len(plan.tf1_mapped),
             "unmapped": plan.tf1_unmapped,
             "replaced_by_fresh_layers": plan.tf1_replaced,
             "ignored_bookkeeping": plan.tf1_ignored,
+            "ignored_by_kind": {why: names for why, names in weights.unused.items() if names},
+            "raw_values_replaced_by_moving_averages": len(weights.replaced_by_shadows),
         },
         "tf2": {
             "total": tf2_total,
@@ -62,7 +77,9 @@ def build_report(
         },
         "fresh_layers": plan.fresh_layers,
         "post_processing": {
-            "box_clipping": spec.post_processing.box_clipping,
+            "box_clipping": box_clipping.value
+            if box_clipping
+            else spec.post_processing.box_clipping,
             "why": box_clipping.reason if box_clipping else "model_spec default",
         },
         "mapping": [
@@ -70,6 +87,7 @@ def build_report(
             for name, _, record in plan.assignments
         ],
         "parity": parity,
+        "parity_note": parity_note,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 
@@ -105,14 +123,19 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 def render_markdown(report: dict[str, Any]) -> str:
     source, target, tf1, tf2 = report["source"], report["target"], report["tf1"], report["tf2"]
+    weights = report["weights"]
     status = "complete" if report["complete"] else "INCOMPLETE"
     lines = [
         "# Conversion report",
         "",
-        f"- Source: `{source['checkpoint']}` ({source['architecture']}, "
-        f"{source['num_classes']} classes)",
-        f"- Target: Model Garden `RetinaNetModel`, {target['num_classes']} classes, input "
-        f"{target['image_size'][0]}x{target['image_size'][1]}, checkpoint `{target['checkpoint']}`",
+        f"- Source: {source['form'].replace('_', ' ')} `{source['weights_file']}` "
+        f"({source['architecture']}, {source['num_classes']} classes)"
+        + (f"; {source['checkpoint_reason']}" if source["checkpoint_reason"] else ""),
+        f"- Config: `{source['pipeline_config']}` ({source['pipeline_config_reason']})",
+        f"- Weights: **{weights['weights'].replace('_', ' ')}**: {weights['reason']}",
+        f"- Target: Model Garden `{target['model'].rsplit('.', 1)[-1]}`, "
+        f"{target['num_classes']} classes, input {target['input_size']}, checkpoint "
+        f"`{target['checkpoint']}`",
         f"- Coverage: **{status}**",
         f"- Post-processing: boxes clipped {_clipping_line(report)}",
         "",
@@ -122,8 +145,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| TF1 mapped | {tf1['mapped']} |",
         f"| TF1 unmapped | {len(tf1['unmapped'])} |",
         f"| TF1 replaced by fresh layers | {len(tf1['replaced_by_fresh_layers'])} |",
-        f"| TF1 bookkeeping ignored ({', '.join(tf1['ignored_bookkeeping']) or '-'}) | "
+        f"| TF1 bookkeeping ignored (slots, step counters, unused shadows) | "
         f"{len(tf1['ignored_bookkeeping'])} |",
+        f"| TF1 raw values replaced by their moving averages | "
+        f"{tf1['raw_values_replaced_by_moving_averages']} |",
         f"| TF2 variables | {tf2['total']} |",
         f"| TF2 initialised from TF1 | {tf2['initialised_from_tf1']} |",
         f"| TF2 implied constants | {len(tf2['initialised_implied_constants'])} |",
@@ -131,6 +156,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| TF2 uninitialised | {len(tf2['uninitialised'])} |",
         "",
     ]
+    for why, names in tf1["ignored_by_kind"].items():
+        # Hundreds of names for a training dir: folded away, not in a table cell.
+        lines += [f"<details><summary>{len(names)} {why} ignored</summary>", ""]
+        lines += [f"- `{name}`" for name in names] + ["", "</details>", ""]
     if report["fresh_layers"]:
         lines += ["## Layers starting fresh", ""]
         lines += [f"- `{layer}`" for layer in report["fresh_layers"]]
@@ -144,7 +173,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     parity = report.get("parity")
     lines += ["## Parity with the TF1 graph", ""]
     if not parity:
-        lines += ["Not verified (run `convert` with `--verify-images`).", ""]
+        note = report.get("parity_note") or "Not verified (run `convert` with `--verify-images`)."
+        lines += [note, ""]
     else:
         lines += _parity_lines(parity)
     timings = report.get("timings_s") or {}

@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.errors import PipelineError
-from pipeline.modeling.builder import SPEC_FILE, load_converted
+from pipeline.modeling.builder import SPEC_FILE, load_converted, read_spec
+from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.preprocessing import preprocess
 from pipeline.modeling.spec import SSDSpec
 
@@ -36,8 +37,14 @@ SIGNATURE = "serving_default"
 Detector = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 
-def detection_outputs(model: Any, spec: SSDSpec, images: tf.Tensor) -> dict[str, tf.Tensor]:
+def detection_outputs(
+    model: Any, spec: SSDSpec | FasterRCNNSpec, images: tf.Tensor
+) -> dict[str, tf.Tensor]:
     """uint8 images -> the four TF1 detection outputs (float32, TF1 dtypes)."""
+    if isinstance(spec, FasterRCNNSpec):
+        from pipeline.modeling.faster_rcnn import model as faster_rcnn
+
+        return faster_rcnn.detection_outputs(model, images)
     outputs = model(preprocess(images, spec), training=False)
     return {
         "detection_boxes": tf.cast(outputs["detection_boxes"], tf.float32),
@@ -112,7 +119,7 @@ def model_num_classes(path: str | os.PathLike[str]) -> int | None:
         return None
     spec = path / SPEC_FILE
     if spec.is_file():
-        return SSDSpec.from_dict(json.loads(spec.read_text(encoding="utf-8"))).num_classes
+        return read_spec(path).num_classes
     return None
 
 

@@ -20,6 +20,7 @@ from official.modeling import hyperparams
 from official.vision.configs import common
 from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.decoders import factory as decoder_factory
+from official.vision.modeling.maskrcnn_model import MaskRCNNModel
 from official.vision.modeling.retinanet_model import RetinaNetModel
 
 from pipeline.errors import PipelineError
@@ -27,6 +28,8 @@ from pipeline.modeling import anchors as anchor_lib
 from pipeline.modeling import inception
 from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
 from pipeline.modeling.decoders import DecoderConfig, SSDExtraLayersConfig
+from pipeline.modeling.faster_rcnn.spec import FAMILY as FASTER_RCNN
+from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.heads import SSDHead
 from pipeline.modeling.postprocess import TF1DetectionGenerator
 from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES, SSDSpec
@@ -182,25 +185,37 @@ def build_ssd_model(spec: SSDSpec) -> RetinaNetModel:
     return model
 
 
-def read_spec(directory: str | os.PathLike[str]) -> SSDSpec:
+def read_spec(directory: str | os.PathLike[str]) -> SSDSpec | FasterRCNNSpec:
+    """The spec of a converted directory: SSDSpec, or FasterRCNNSpec for `family: faster_rcnn`."""
     path = Path(directory) / SPEC_FILE
     if not path.is_file():
         raise PipelineError(
             f"{path}: not found; pass a directory written by `python -m pipeline convert`"
         )
     try:
-        return SSDSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data.get("family") == FASTER_RCNN:
+            return FasterRCNNSpec.from_dict(data)
+        return SSDSpec.from_dict(data)
     except (ValueError, TypeError) as error:
         raise PipelineError(
             f"{path}: invalid model spec ({error}); re-run the conversion"
         ) from error
 
 
-def load_converted(directory: str | os.PathLike[str]) -> tuple[RetinaNetModel, SSDSpec]:
-    """Rebuild the model of a converted directory and restore its checkpoint."""
+def load_converted(
+    directory: str | os.PathLike[str],
+) -> tuple[RetinaNetModel | MaskRCNNModel, SSDSpec | FasterRCNNSpec]:
+    """Rebuild the model of a converted directory (SSD or Faster R-CNN) and restore its
+    checkpoint."""
     directory = Path(directory)
     spec = read_spec(directory)
-    model = build_ssd_model(spec)
+    if isinstance(spec, FasterRCNNSpec):
+        from pipeline.modeling.faster_rcnn.model import build_faster_rcnn_model
+
+        model = build_faster_rcnn_model(spec)
+    else:
+        model = build_ssd_model(spec)
     checkpoint_path = tf.train.latest_checkpoint(str(directory / CHECKPOINT_DIR))
     if checkpoint_path is None:
         raise PipelineError(

@@ -21,7 +21,9 @@ _RESIZE_OPS = {
 }
 
 
-def resize_tf1(images: tf.Tensor, size: tuple[int, int], method: str = "BILINEAR") -> tf.Tensor:
+def resize_tf1(
+    images: tf.Tensor, size: tuple[int, int] | tf.Tensor, method: str = "BILINEAR"
+) -> tf.Tensor:
     """TF1 resize_images(align_corners=False) of [N, H, W, C] images -> float32."""
     images = tf.cast(images, tf.float32)
     if images.shape.rank != 4:
@@ -30,7 +32,7 @@ def resize_tf1(images: tf.Tensor, size: tuple[int, int], method: str = "BILINEAR
     kwargs = {"align_corners": False}
     if method in ("BILINEAR", "NEAREST_NEIGHBOR", "BICUBIC"):
         kwargs["half_pixel_centers"] = False
-    resized = op(images=images, size=tf.constant(size, tf.int32), **kwargs)
+    resized = op(images=images, size=tf.convert_to_tensor(size, tf.int32), **kwargs)
     return tf.cast(resized, tf.float32)
 
 

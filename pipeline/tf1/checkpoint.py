@@ -1,8 +1,8 @@
 """Read a TF1 name-based checkpoint (`model.ckpt.index` + `model.ckpt.data-*`).
 
 TensorFlow's `CheckpointReader` (`tf.train.load_checkpoint`) reads TF1 checkpoints directly; this
-module adds what the converter needs around it: finding the prefix in a zoo directory (via the
-`checkpoint` state file when present), the variable layout from the index alone (no data file
+module adds what the converter needs around it: finding the prefix in a model directory (the newest
+checkpoint, `pipeline.tf1.model_dir`), the variable layout from the index alone (no data file
 needed, which is all the test fixtures have), and a clear error when the data file is missing.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.tf1.model_dir import DEFAULT_PREFIX, find_checkpoint
 
-DEFAULT_PREFIX = "model.ckpt"
 # Variables a TF1 training checkpoint may hold besides the model's weights: step counters,
 # optimizer slots and moving-average shadows. They have no TF2 counterpart in the inference model.
 _BOOKKEEPING = re.compile(
@@ -31,22 +31,18 @@ def is_bookkeeping(name: str) -> bool:
 
 
 def checkpoint_prefix(path: str | os.PathLike[str]) -> Path:
-    """A zoo directory, a `model.ckpt` prefix or a `.index` file -> the checkpoint prefix."""
+    """A model directory (its newest checkpoint), a checkpoint prefix or a `.index` file -> the
+    checkpoint prefix."""
     path = Path(path)
     if path.is_dir():
-        state = path / "checkpoint"
-        prefix = path / DEFAULT_PREFIX
-        if not Path(f"{prefix}.index").is_file() and state.is_file():
-            match = re.search(r'model_checkpoint_path:\s*"([^"]+)"', state.read_text("utf-8"))
-            if match:
-                prefix = path / Path(match.group(1)).name
-        path = prefix
+        found, _ = find_checkpoint(path)
+        path = found if found is not None else path / DEFAULT_PREFIX
     elif path.suffix == ".index":
         path = path.with_suffix("")
     if not Path(f"{path}.index").is_file():
         raise PipelineError(
-            f"{path}.index: TF1 checkpoint index not found; pass the extracted zoo model "
-            "directory (with model.ckpt.index and model.ckpt.data-*) or a model.ckpt prefix"
+            f"{path}.index: TF1 checkpoint index not found; pass the TF1 model directory "
+            "(with model.ckpt[-N].index and .data-*) or a checkpoint prefix"
         )
     return path
 

@@ -53,23 +53,49 @@ def read_graph_def(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
 
 def box_clipping_of_graph(graph_def: Any) -> str | None:
-    """'before_nms' if the first NMS op's boxes come through a ClipToWindow, 'after_nms' if not,
-    None when the graph has no NMS (a training graph)."""
-    nodes = {node.name: node for node in graph_def.node}
+    """'before_nms' if the first NMS op's boxes are clipped inside its own multiclass-NMS scope,
+    'after_nms' if not, None when the graph has no NMS (a training graph).
+
+    Exported TF1 graphs inline the per-image NMS loop and name the clip `ClipToWindow`; graphs
+    with TF2-style control flow (the built-in model's, written by `pipeline.tf1.graph_builder`)
+    keep the loop body in a library function, where the clip is plain Minimum/Maximum ops. Only
+    the NMS scope's own clip counts: Faster R-CNN clips its *anchors* to the image (a top-level
+    `ClipToWindow`) upstream of the first-stage NMS in every era."""
     nms = next((node for node in graph_def.node if node.op in _NMS_OPS), None)
-    if nms is None:
-        return None
+    if nms is not None:
+        nodes = {node.name: node for node in graph_def.node}
+        marker = "MultiClassNonMaxSuppression/"
+        scope = (
+            nms.name[: nms.name.index(marker) + len(marker)]
+            if marker in nms.name
+            else nms.name.rsplit("/", 1)[0] + "/"
+        )
+        clipped = _upstream(nodes, nms, lambda node: "ClipToWindow" in node.name, scope)
+        return "before_nms" if clipped else "after_nms"
+    for function in graph_def.library.function:
+        nodes = {node.name: node for node in function.node_def}
+        nms = next((node for node in function.node_def if node.op in _NMS_OPS), None)
+        if nms is not None:
+            clipped = _upstream(
+                nodes, nms, lambda node: node.op in ("Minimum", "Maximum", "ClipByValue"), ""
+            )
+            return "before_nms" if clipped else "after_nms"
+    return None
+
+
+def _upstream(nodes: dict[str, Any], nms: Any, is_clip: Any, scope: str) -> bool:
+    """Whether a node `is_clip` within `scope` feeds the NMS op's boxes (its first input)."""
     seen: set[str] = set()
     stack = [nms.input[0]]
     while stack:
         name = stack.pop().lstrip("^").split(":")[0]
         if name in seen or name not in nodes:
             continue
-        if "ClipToWindow" in name:
-            return "before_nms"
+        if name.startswith(scope) and is_clip(nodes[name]):
+            return True
         seen.add(name)
         stack.extend(nodes[name].input)
-    return "after_nms"
+    return False
 
 
 def tf_version_tuple(version: str) -> tuple[int, int] | None:

@@ -1,11 +1,12 @@
 """Run a TF1 Object Detection API inference graph under `tf.compat.v1`.
 
-A zoo directory holds the inference graph twice: `model.ckpt.meta` (with variables, restored from
-`model.ckpt`) and `frozen_inference_graph.pb` (variables folded into constants), and the exporter
-adds a third copy, `saved_model/` (a TF1 SavedModel whose `serving_default` input is `inputs`).
-Any of them can be run here, and so can a frozen graph file or a TF1 SavedModel directory given
-on its own. Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2
-eager code in the same process (the converted model) is unaffected.
+An export holds the inference graph three times: `model.ckpt.meta` (with variables, restored from
+`model.ckpt`), `frozen_inference_graph.pb` (variables folded into constants) and `saved_model/`
+(the frozen graph with a `serving_default` signature whose input key is `inputs`). Any of them
+can be run here, and a training dir's `model.ckpt-N.meta` when it is an inference graph, and a
+frozen graph file or a TF1 SavedModel directory given on its own.
+Everything happens in an explicit `tf.Graph` and `tf.compat.v1.Session`, so TF2 eager code in the
+same process (the converted model) is unaffected.
 
 Tensor names are those the OD API exporter gives every SSD graph: input `image_tensor`, raw
 outputs `concat` (box encodings [B, N, 1, 4]) and `concat_1` (class logits [B, N, C+1]), per-head
@@ -18,22 +19,22 @@ post-processed `detection_{boxes,scores,classes}`, `num_detections`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from pipeline.errors import PipelineError
-
-FROZEN_GRAPH = "frozen_inference_graph.pb"
-META_GRAPH = "model.ckpt.meta"
-CHECKPOINT_PREFIX = "model.ckpt"
-SAVED_MODEL = "saved_model.pb"
-SAVED_MODEL_DIR = "saved_model"
-SERVING_SIGNATURE = "serving_default"
+from pipeline.tf1.model_dir import (
+    FROZEN_GRAPH,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_PB,
+    find_checkpoint,
+)
 
 INPUT_TENSOR = "image_tensor:0"
 BOX_ENCODINGS = "concat:0"
@@ -46,12 +47,68 @@ ANCHORS_OPS = ("Concatenate/concat", "MultipleGridAnchorGenerator/Identity")
 # Box predictor outputs: `BoxPredictor_i/ClassPredictor/BiasAdd` for per-level heads, numbered
 # scopes for weight-shared ones.
 _HEAD_OP = re.compile(r"^(?:.+/)?(?:BoxEncodingPredictor|ClassPredictor)(?:_\d+)?/BiasAdd$")
+SERVING_SIGNATURE = "serving_default"
 
 GraphKind = Literal["auto", "meta", "frozen", "saved_model"]
+# TF1 variable name -> the checkpoint entry to restore it from (e.g. its moving average).
+RestoreName = Callable[[str], str]
 
 
-def _has_checkpoint(zoo_dir: Path) -> bool:
-    return (zoo_dir / META_GRAPH).is_file() and (zoo_dir / f"{CHECKPOINT_PREFIX}.index").is_file()
+class NoInferenceGraph(PipelineError):
+    """Nothing to compare against: no graph in the directory, or one that is not an exported SSD
+    inference graph (e.g. a training dir's training graph)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphFiles:
+    """The graph to run and where its weights are: `kind` 'meta' (graph + checkpoint prefix),
+    'frozen' (a GraphDef .pb) or 'saved_model' (a SavedModel directory)."""
+
+    kind: str
+    path: Path
+    checkpoint_prefix: Path | None = None
+
+
+def resolve_graph(
+    zoo_dir: str | os.PathLike[str],
+    graph: GraphKind = "auto",
+    checkpoint_prefix: str | os.PathLike[str] | None = None,
+) -> GraphFiles:
+    """Which graph to run in a TF1 model directory.
+
+    'auto': the checkpoint's own meta graph when present (the weights the converter reads;
+    `model.ckpt-N.meta` in a training dir), else the frozen graph, else the SavedModel.
+    `checkpoint_prefix` chooses the checkpoint (default: the directory's newest).
+    """
+    zoo_dir = Path(zoo_dir)
+    if zoo_dir.is_file() and graph in ("auto", "frozen"):
+        return GraphFiles("frozen", zoo_dir)
+    prefix = Path(checkpoint_prefix) if checkpoint_prefix else find_checkpoint(zoo_dir)[0]
+    meta = prefix.with_name(prefix.name + ".meta") if prefix is not None else None
+    has_meta = meta is not None and meta.is_file()
+    if graph == "meta" or (graph == "auto" and has_meta):
+        if not has_meta or prefix is None or meta is None:
+            raise NoInferenceGraph(
+                f"{zoo_dir}: no checkpoint with its .meta graph (model.ckpt[-N].meta + .index); "
+                "run the frozen graph or the SavedModel instead"
+            )
+        return GraphFiles("meta", meta, prefix)
+    frozen = zoo_dir / FROZEN_GRAPH
+    if graph in ("frozen", "auto") and frozen.is_file():
+        return GraphFiles("frozen", frozen)
+    saved_model = next(
+        (d for d in (zoo_dir / SAVED_MODEL_DIR, zoo_dir) if (d / SAVED_MODEL_PB).is_file()), None
+    )
+    if graph in ("saved_model", "auto") and saved_model is not None:
+        return GraphFiles("saved_model", saved_model)
+    wanted = {
+        "frozen": FROZEN_GRAPH,
+        "saved_model": f"{SAVED_MODEL_DIR}/{SAVED_MODEL_PB}",
+    }.get(graph, f"model.ckpt[-N].meta + .index, {FROZEN_GRAPH} or {SAVED_MODEL_DIR}/")
+    raise NoInferenceGraph(
+        f"{zoo_dir}: no TF1 inference graph to run ({wanted} not found); pass an exported TF1 "
+        "model directory (export_inference_graph.py writes all three)"
+    )
 
 
 def is_tf1_saved_model(path: str | os.PathLike[str]) -> bool:
@@ -59,7 +116,7 @@ def is_tf1_saved_model(path: str | os.PathLike[str]) -> bool:
     no object graph, which every TF2 `tf.saved_model.save` writes."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    file = Path(path) / SAVED_MODEL
+    file = Path(path) / SAVED_MODEL_PB
     if not file.is_file():
         return False
     saved = saved_model_pb2.SavedModel()
@@ -74,132 +131,111 @@ def is_tf1_saved_model(path: str | os.PathLike[str]) -> bool:
 
 def tf1_model_kind(path: str | os.PathLike[str]) -> str | None:
     """Which TF1 inference graph `path` is, or None when it is none of them: "meta" / "frozen" for
-    a zoo or export directory (as `resolve_graph_kind` picks), "frozen" for a frozen graph file,
+    a zoo or export directory (as `resolve_graph` picks), "frozen" for a frozen graph file,
     "saved_model" for a TF1 SavedModel directory (or an export directory holding only one)."""
     path = Path(path)
     if path.is_file():
         return "frozen" if path.suffix == ".pb" else None
     if not path.is_dir():
         return None
-    if _has_checkpoint(path):
-        return "meta"
-    if (path / FROZEN_GRAPH).is_file():
-        return "frozen"
-    if is_tf1_saved_model(path) or is_tf1_saved_model(path / SAVED_MODEL_DIR):
-        return "saved_model"
-    return None
-
-
-def _saved_model_dir(path: Path) -> Path:
-    return path if (path / SAVED_MODEL).is_file() else path / SAVED_MODEL_DIR
+    try:
+        kind = resolve_graph(path).kind
+    except PipelineError:
+        return None
+    if kind == "saved_model" and not (
+        is_tf1_saved_model(path) or is_tf1_saved_model(path / SAVED_MODEL_DIR)
+    ):
+        return None
+    return kind
 
 
 def resolve_graph_kind(zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto") -> str:
-    """Which graph to run: the meta graph + checkpoint when present (the weights the converter
-    reads), else the frozen graph (a `.pb` file itself, or the directory's), else the TF1
-    SavedModel."""
-    zoo_dir = Path(zoo_dir)
-    if zoo_dir.is_file() and graph in ("auto", "frozen"):
-        return "frozen"
-    if graph == "saved_model" or (graph == "auto" and tf1_model_kind(zoo_dir) == "saved_model"):
-        if not is_tf1_saved_model(_saved_model_dir(zoo_dir)):
-            raise PipelineError(
-                f"{zoo_dir}: no TF1 SavedModel ({SAVED_MODEL} without a TF2 object graph) found; "
-                "pass the exporter's saved_model/ directory"
-            )
-        return "saved_model"
-    if graph == "meta" or (graph == "auto" and _has_checkpoint(zoo_dir)):
-        if not _has_checkpoint(zoo_dir):
-            raise PipelineError(
-                f"{zoo_dir}: {META_GRAPH} or {CHECKPOINT_PREFIX}.index missing; "
-                f"pass the extracted zoo directory or use the frozen graph"
-            )
-        return "meta"
-    if (zoo_dir / FROZEN_GRAPH).is_file():
-        return "frozen"
-    raise PipelineError(
-        f"{zoo_dir}: neither {META_GRAPH} + {CHECKPOINT_PREFIX}, {FROZEN_GRAPH} nor a TF1 "
-        f"{SAVED_MODEL_DIR}/ found; pass an extracted TF1 zoo model or export directory"
-    )
+    """The kind of graph `resolve_graph` picks ('meta', 'frozen' or 'saved_model')."""
+    return resolve_graph(zoo_dir, graph).kind
 
 
 class TF1GraphRunner:
-    """The TF1 inference graph of a zoo directory, loaded once and run image by image.
+    """The TF1 inference graph of a model directory, loaded once and run image by image.
 
-    `zoo_dir` is a zoo/export directory, a frozen graph file or a TF1 SavedModel directory.
-    `raw_outputs=False` accepts graphs without the SSD raw outputs (`concat`, `concat_1`), for
-    callers that only need the detections (`detect`). Use as a context manager (or call
-    `close()`) to release the session.
+    `zoo_dir` is a model directory, a frozen graph file or a TF1 SavedModel directory.
+    `restore_name` maps a variable of a meta graph to the checkpoint entry it is restored from
+    (the weight source's choice, e.g. moving averages, as the TF1 exporter does); by default the
+    meta graph's own saver restores every variable from its own name. `raw_outputs=False` accepts
+    graphs without the SSD raw outputs (`concat`, `concat_1`), for callers that only need the
+    detections (`detect`). Use as a context manager (or call `close()`) to release the session.
     """
 
     def __init__(
-        self, zoo_dir: str | os.PathLike[str], graph: GraphKind = "auto", raw_outputs: bool = True
+        self,
+        zoo_dir: str | os.PathLike[str],
+        graph: GraphKind = "auto",
+        checkpoint_prefix: str | os.PathLike[str] | None = None,
+        restore_name: RestoreName | None = None,
+        raw_outputs: bool = True,
     ) -> None:
         import tensorflow as tf
 
         self.zoo_dir = Path(zoo_dir)
-        self.kind = resolve_graph_kind(self.zoo_dir, graph)
+        self._raw_outputs = raw_outputs
+        self.files = resolve_graph(self.zoo_dir, graph, checkpoint_prefix)
+        self.kind = self.files.kind
         self.input_tensor = INPUT_TENSOR
         self.graph = tf.Graph()
-        with self.graph.as_default():
-            if self.kind == "meta":
-                saver = tf.compat.v1.train.import_meta_graph(
-                    str(self.zoo_dir / META_GRAPH), clear_devices=True
-                )
-            elif self.kind == "frozen":
-                frozen = self.zoo_dir if self.zoo_dir.is_file() else self.zoo_dir / FROZEN_GRAPH
-                graph_def = tf.compat.v1.GraphDef()
-                try:
-                    graph_def.ParseFromString(frozen.read_bytes())
-                except Exception as error:  # google.protobuf.message.DecodeError
-                    raise PipelineError(
-                        f"{frozen}: not a frozen TF1 GraphDef ({error}); pass "
-                        f"{FROZEN_GRAPH} from a TF1 export"
-                    ) from None
-                tf.compat.v1.import_graph_def(graph_def, name="")
         self.session = tf.compat.v1.Session(graph=self.graph)
-        if self.kind == "meta":
-            if saver is None:
-                raise PipelineError(f"{self.zoo_dir / META_GRAPH}: the graph has no variables")
-            # Saver.restore checks for eager mode in the *current* graph context.
-            with self.graph.as_default():
-                saver.restore(self.session, str(self.zoo_dir / CHECKPOINT_PREFIX))
-        elif self.kind == "saved_model":
-            self.input_tensor = self._load_saved_model(_saved_model_dir(self.zoo_dir))
-        names = {op.name for op in self.graph.get_operations()}
-        raw = ("concat", "concat_1") if raw_outputs else ()
-        for required in (self.input_tensor.split(":")[0], *raw, *DETECTION_TENSORS):
-            if required not in names:
-                raise PipelineError(
-                    f"{self.zoo_dir}: graph has no `{required}` tensor; expected a TF1 Object "
-                    f"Detection API SSD inference graph (exported with export_inference_graph)"
-                )
+        try:
+            self._load(restore_name)
+        except BaseException:
+            self.session.close()
+            raise
         self.head_tensors = sorted(
             op.name for op in self.graph.get_operations() if _HEAD_OP.match(op.name)
         )
         self.anchors_tensor = _find_anchors_op(self.graph)
 
-    def _load_saved_model(self, saved_model_dir: Path) -> str:
-        """Load the `serve` meta graph (constants or variables) into this session; the name of
-        the serving signature's one input (`inputs` -> `image_tensor:0` in OD API exports)."""
+    def _load(self, restore_name: RestoreName | None) -> None:
         import tensorflow as tf
 
+        path = self.files.path
+        # Saver and loader check for eager mode in the *current* graph context.
         with self.graph.as_default():
-            try:
-                meta = tf.compat.v1.saved_model.loader.load(
-                    self.session,
-                    [tf.compat.v1.saved_model.tag_constants.SERVING],
-                    str(saved_model_dir),
-                )
-            except RuntimeError as error:  # no meta graph with the `serve` tag
-                raise PipelineError(f"{saved_model_dir}: {error}") from None
-        signature = meta.signature_def.get(SERVING_SIGNATURE)
-        if signature is None or len(signature.inputs) != 1:
-            raise PipelineError(
-                f"{saved_model_dir}: SavedModel signature `{SERVING_SIGNATURE}` missing or without "
-                "exactly one input; expected a TF1 Object Detection API export (input `inputs`)"
+            if self.kind == "meta":
+                saver = tf.compat.v1.train.import_meta_graph(str(path), clear_devices=True)
+                self._check_inference_graph(path)
+                if saver is None:
+                    raise PipelineError(f"{path}: the graph has no variables")
+                if restore_name is not None:
+                    names = {restore_name(v.op.name): v for v in tf.compat.v1.global_variables()}
+                    saver = tf.compat.v1.train.Saver(names)
+                saver.restore(self.session, str(self.files.checkpoint_prefix))
+            elif self.kind == "frozen":
+                from pipeline.tf1.graph_facts import read_graph_def
+
+                tf.compat.v1.import_graph_def(read_graph_def(path)[0], name="")
+                self._check_inference_graph(path)
+            else:
+                try:
+                    meta_graph = tf.compat.v1.saved_model.loader.load(
+                        self.session, [tf.saved_model.SERVING], str(path)
+                    )
+                except RuntimeError as error:  # no meta graph with the `serve` tag
+                    raise PipelineError(f"{path}: {error}") from None
+                signature = meta_graph.signature_def.get(SERVING_SIGNATURE)
+                if signature is not None and len(signature.inputs) == 1:
+                    # The TF1 exporter's key is `inputs` (the image_tensor placeholder).
+                    self.input_tensor = next(iter(signature.inputs.values())).name
+                self._check_inference_graph(path / SAVED_MODEL_PB)
+
+    def _check_inference_graph(self, path: Path) -> None:
+        names = {op.name for op in self.graph.get_operations()}
+        raw = ("concat", "concat_1") if self._raw_outputs else ()
+        required = (self.input_tensor.split(":")[0], *raw, *DETECTION_TENSORS)
+        missing = [name for name in required if name not in names]
+        if missing:
+            raise NoInferenceGraph(
+                f"{path}: not a TF1 detection inference graph (no `{'`, `'.join(missing)}`; a "
+                "training graph, or not exported with export_inference_graph.py); export the "
+                "model with the TF1 exporter"
             )
-        return next(iter(signature.inputs.values())).name
 
     def __enter__(self) -> TF1GraphRunner:
         return self

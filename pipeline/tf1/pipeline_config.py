@@ -32,6 +32,7 @@ SUPPORTED_DESCRIPTION = (
     "ssd with feature_extractor.type "
     + ", ".join(SUPPORTED_ARCHITECTURES[:-1])
     + f" or {SUPPORTED_ARCHITECTURES[-1]}"
+    + " (and faster_rcnn with feature_extractor.type faster_rcnn_inception_v2)"
 )
 _ACTIVATIONS = {"NONE": "linear", "RELU": "relu", "RELU_6": "relu6"}
 
@@ -78,14 +79,25 @@ def ssd_spec_from_config(
 
     Raises PipelineError naming the file and field for anything unsupported.
     """
+    return _Translator(*load_config(config_or_path, source)).spec()
+
+
+def load_config(
+    config_or_path: Any | str | os.PathLike[str], source: str | None = None
+) -> tuple[Any, str]:
+    """(parsed TrainEvalPipelineConfig, the name error messages cite) from a path (file or zoo
+    directory) or an already parsed message."""
     if isinstance(config_or_path, str | os.PathLike):
         path = Path(config_or_path)
         config = read_pipeline_config(path)
-        source = source or str(path if path.is_file() else path / "pipeline.config")
-    else:
-        config = config_or_path
-        source = source or "pipeline.config"
-    return _Translator(config, source).spec()
+        return config, source or str(path if path.is_file() else path / "pipeline.config")
+    return config_or_path, source or "pipeline.config"
+
+
+def enum_name(message: Any, field: str) -> str:
+    """The name of an enum field's value (e.g. 'SOFTMAX')."""
+    descriptor = message.DESCRIPTOR.fields_by_name[field]
+    return descriptor.enum_type.values_by_number[getattr(message, field)].name
 
 
 class _Translator:
@@ -151,11 +163,7 @@ class _Translator:
 
     def resize_method(self, ssd: Any) -> str:
         resizer = ssd.image_resizer.fixed_shape_resizer
-        return (
-            resizer.DESCRIPTOR.fields_by_name["resize_method"]
-            .enum_type.values_by_number[resizer.resize_method]
-            .name
-        )
+        return enum_name(resizer, "resize_method")
 
     def feature_extractor(self, ssd: Any) -> FeatureExtractorSpec:
         extractor = ssd.feature_extractor
@@ -189,11 +197,7 @@ class _Translator:
     def hyperparams(self, hyper: Any, field: str) -> dict[str, Any]:
         if hyper.WhichOneof("normalizer_oneof") == "group_norm":
             raise self.fail(f"{field}.group_norm", "is set", "only batch_norm is supported")
-        activation_name = (
-            hyper.DESCRIPTOR.fields_by_name["activation"]
-            .enum_type.values_by_number[hyper.activation]
-            .name
-        )
+        activation_name = enum_name(hyper, "activation")
         batch_norm = hyper.batch_norm
         l2 = 0.0
         if hyper.regularizer.WhichOneof("regularizer_oneof") == "l2_regularizer":
@@ -330,11 +334,7 @@ class _Translator:
                 "is set",
                 "soft NMS is not supported; remove it",
             )
-        converter = (
-            post.DESCRIPTOR.fields_by_name["score_converter"]
-            .enum_type.values_by_number[post.score_converter]
-            .name
-        )
+        converter = enum_name(post, "score_converter")
         return PostProcessingSpec(
             score_converter=converter,
             logit_scale=float(post.logit_scale),
@@ -360,9 +360,7 @@ class _Translator:
             miner = HardExampleMinerSpec(
                 num_hard_examples=int(m.num_hard_examples),
                 iou_threshold=float(m.iou_threshold),
-                loss_type=m.DESCRIPTOR.fields_by_name["loss_type"]
-                .enum_type.values_by_number[m.loss_type]
-                .name,
+                loss_type=enum_name(m, "loss_type"),
                 max_negatives_per_positive=int(m.max_negatives_per_positive),
                 min_negatives_per_image=int(m.min_negatives_per_image),
             )

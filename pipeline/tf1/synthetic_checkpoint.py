@@ -18,42 +18,31 @@ import os
 import re
 import shutil
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.atomic import atomic_directory
-from pipeline.errors import PipelineError
+from pipeline.tf1.checkpoint import checkpoint_prefix
 
 CHECKPOINT_PREFIX = "model.ckpt"
-# Files of a zoo directory that describe the graph, not the weights: carried over unchanged.
-_COPIED_FILES = ("model.ckpt.meta", "pipeline.config")
 _CHECKPOINT_STATE = (
     f'model_checkpoint_path: "{CHECKPOINT_PREFIX}"\n'
     f'all_model_checkpoint_paths: "{CHECKPOINT_PREFIX}"\n'
 )
-
-
-def checkpoint_prefix(path: str | os.PathLike[str]) -> str:
-    """Accept a zoo directory, a `model.ckpt` prefix or `model.ckpt.index`; return the prefix."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_PREFIX
-    if path.suffix == ".index":
-        path = path.with_suffix("")
-    if not Path(f"{path}.index").is_file():
-        raise PipelineError(
-            f"{path}.index: file not found; pass a TF1 zoo directory or a model.ckpt prefix"
-        )
-    return str(path)
+_SHADOW = "/ExponentialMovingAverage"
+# Optimizer slots by suffix: `RMSProp` (mean square, positive), `RMSProp_1` / `Momentum` / `Adam`
+# (running gradients, small); `Adam_1` (second moment, positive).
+_SLOT = re.compile(r"/(RMSProp(_1)?|Momentum|Adam(_1)?|Adagrad|Ftrl(_1)?)$")
+_POSITIVE_SLOTS = ("RMSProp", "Adam_1", "Adagrad", "Ftrl")
 
 
 def read_checkpoint_layout(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], str]]:
     """{variable name: (shape, numpy dtype name)} as listed by the checkpoint index."""
     import tensorflow as tf
 
-    reader = tf.train.load_checkpoint(checkpoint_prefix(path))
+    reader = tf.train.load_checkpoint(str(checkpoint_prefix(path)))
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
     return {
@@ -67,12 +56,24 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 
 def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0) -> np.ndarray:
-    """A value for one TF1 variable, chosen by its role (the last name components)."""
+    """A value for one TF1 variable, chosen by its role (the last name components).
+
+    Training checkpoints hold more than the model: a moving-average shadow
+    (`<var>/ExponentialMovingAverage`) gets a value of its variable's role, drawn independently,
+    so shadows differ from the raw weights as after real training; optimizer slots get values
+    of their kind (positive mean squares, small running gradients).
+    """
     np_dtype = np.dtype(dtype)
     if not np.issubdtype(np_dtype, np.floating):
         # global_step and other counters: a fresh checkpoint's value.
         return np.zeros(shape, dtype=np_dtype)
     rng = _rng(seed, name)
+    slot = _SLOT.search(name)
+    if slot:
+        if slot.group(1) in _POSITIVE_SLOTS:
+            return rng.uniform(1e-4, 1e-2, size=shape).astype(np_dtype)
+        return rng.normal(0.0, 1e-3, size=shape).astype(np_dtype)
+    name = name.removesuffix(_SHADOW)
     leaf = name.rsplit("/", 1)[-1]
     in_box_predictor = "BoxEncodingPredictor" in name
     in_class_predictor = "ClassPredictor" in name
@@ -124,6 +125,29 @@ def synthetic_weights(
     return {
         name: synthetic_value(name, shape, dtype, seed) for name, (shape, dtype) in layout.items()
     }
+
+
+def training_checkpoint(
+    weights: Mapping[str, np.ndarray],
+    shadows: Mapping[str, np.ndarray],
+    slots: Sequence[str] = ("RMSProp", "RMSProp_1"),
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The tensors of a TF1 training checkpoint of a model: its raw `weights` (global_step
+    included), `<var>/ExponentialMovingAverage` holding `shadows[var]` for each shadowed
+    (trainable) variable, and the optimizer's `slots` of those variables (TF1's default
+    RMSProp: `RMSProp`, `RMSProp_1`), as the OD API's training leaves them."""
+    tensors = dict(weights)
+    for name, value in shadows.items():
+        if name not in weights:
+            raise ValueError(f"shadow for {name}, which is not a variable of the checkpoint")
+        tensors[name + _SHADOW] = np.asarray(value, dtype=np.asarray(weights[name]).dtype)
+        for slot in slots:
+            slot_name = f"{name}/{slot}"
+            tensors[slot_name] = synthetic_value(
+                slot_name, np.shape(weights[name]), np.asarray(weights[name]).dtype.name, seed
+            )
+    return tensors
 
 
 def write_tf1_checkpoint(prefix: str | os.PathLike[str], tensors: Mapping[str, np.ndarray]) -> None:
@@ -220,24 +244,30 @@ def make_synthetic_zoo_dir(
     seed: int = 0,
     calibrate: bool = True,
 ) -> Path:
-    """Write a zoo directory like `src_zoo_dir` whose checkpoint holds synthetic weights.
+    """Write a model directory like `src_zoo_dir` whose checkpoint holds synthetic weights.
 
-    The layout (names, dtypes, shapes) is exactly the source index's; the graph (`.meta`) and
-    `pipeline.config` are copied. A source `frozen_inference_graph.pb` is not copied: its
+    The layout (names, dtypes, shapes) is exactly the source index's, optimizer slots and
+    moving-average shadows included, under the source's checkpoint name (`model.ckpt`, or a
+    training dir's newest `model.ckpt-N`); its `.meta` graph, `checkpoint` state file and
+    `*.config` files are copied. A source `frozen_inference_graph.pb` is not copied: its
     constants are the real weights, which would disagree with the synthetic checkpoint. With
     `calibrate`, the head kernels are rescaled after one run of the graph (`calibrate_heads`).
     """
     src = Path(src_zoo_dir)
-    layout = read_checkpoint_layout(src)
+    prefix = checkpoint_prefix(src)
+    layout = read_checkpoint_layout(prefix)
     weights = synthetic_weights(layout, seed)
     out = Path(out_dir)
+    meta = prefix.name + ".meta"
     with atomic_directory(out) as staging:
-        write_tf1_checkpoint(staging / CHECKPOINT_PREFIX, weights)
-        for name in _COPIED_FILES:
+        write_tf1_checkpoint(staging / prefix.name, weights)
+        copied = [meta, "checkpoint", *(p.name for p in src.glob("*.config"))]
+        for name in copied:
             if (src / name).is_file():
                 shutil.copyfile(src / name, staging / name)
-        write_checkpoint_state(staging)
-        if calibrate and (staging / "model.ckpt.meta").is_file():
+        if not (staging / "checkpoint").is_file():
+            write_checkpoint_state(staging)
+        if calibrate and (staging / meta).is_file():
             weights = calibrate_heads(staging, weights, seed)
-            write_tf1_checkpoint(staging / CHECKPOINT_PREFIX, weights)
+            write_tf1_checkpoint(staging / prefix.name, weights)
     return out

@@ -47,7 +47,13 @@ def load_spec(converted_dir: str | Path, num_classes: int = 0) -> Any:
             f"{path}: not found; pass the directory written by `python -m pipeline convert` "
             "as --converted"
         )
-    spec = SSDSpec.from_dict(json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    if isinstance(data, dict) and data.get("family", "ssd") != "ssd":
+        raise PipelineError(
+            f"{path}: a converted {data['family']} model; fine-tuning supports SSD MobileNet "
+            "v1/v2 only (two-stage models convert, predict and evaluate, but do not train yet)"
+        )
+    spec = SSDSpec.from_dict(data)
     if num_classes and num_classes != spec.num_classes:
         spec = spec.with_num_classes(num_classes)
     return spec

@@ -1,9 +1,11 @@
 """Fetch TF1 Object Detection zoo models: download (resumable), verify, unpack safely, validate.
 
 Public API:
-- `fetch_zoo_model(url, out_dir, sha256=None, ...) -> Path`: the folder with model.ckpt.*,
-  pipeline.config (+ graph files), replaced atomically; `fetch_zoo` returns details.
-- `validate_zoo_dir(path) -> ZooModelDir`: checkpoint prefix, pipeline.config, optional graphs.
+- `fetch_zoo_model(url, out_dir, sha256=None, ...) -> Path`: the folder with the TF1 model
+  (checkpoint, frozen graph or SavedModel + pipeline config), replaced atomically; `fetch_zoo`
+  returns details.
+- `validate_zoo_dir(path) -> ZooModelDir`: the weights' form and file, the pipeline config,
+  the graphs present (`pipeline.tf1.model_dir`).
 - `find_checkpoint_prefix(path) -> Path`.
 Sources: http(s)://, file://, a local tarball or folder, builtin://<name> (shipped in the package).
 """

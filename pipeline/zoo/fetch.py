@@ -121,7 +121,9 @@ def _unpack(
                 "name": name,
                 "architecture": architecture or config_architecture(model.pipeline_config),
                 "sha256": digest,
-                "checkpoint_prefix": model.checkpoint_prefix.name,
+                "weights": model.form,
+                "weights_file": str(model.weights_file.relative_to(staging)),
+                "checkpoint_prefix": model.checkpoint_prefix and model.checkpoint_prefix.name,
                 "files": sorted(str(p.relative_to(staging)) for p in files),
             },
         )

@@ -35,9 +35,12 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         "fields": [
             ("model", 1, "DetectionModel"),
             ("train_config", 2, "TrainConfig"),
+            ("eval_config", 4, "EvalConfig"),
             ("graph_rewriter", 6, "GraphRewriter"),
         ]
     },
+    # Decides whether the TF1 exporter writes the moving averages or the raw weights.
+    "EvalConfig": {"fields": [("use_moving_averages", 11, "bool", False)]},
     "GraphRewriter": {"fields": [("quantization", 1, "Quantization")]},
     "Quantization": {
         "fields": [
@@ -67,11 +70,39 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "ExperimentalModel": {"fields": [("name", 1, "string", "")]},
     "FasterRcnn": {
         "fields": [
+            ("number_of_stages", 1, "int32", 2),
             ("num_classes", 3, "int32", 0),
+            ("image_resizer", 4, "ImageResizer"),
             ("feature_extractor", 5, "FasterRcnnFeatureExtractor"),
+            ("first_stage_anchor_generator", 6, "AnchorGenerator"),
+            ("first_stage_atrous_rate", 7, "int32", 1),
+            ("first_stage_box_predictor_conv_hyperparams", 8, "Hyperparams"),
+            ("first_stage_box_predictor_kernel_size", 9, "int32", 3),
+            ("first_stage_box_predictor_depth", 10, "int32", 512),
+            ("first_stage_nms_score_threshold", 13, "float", 0.0),
+            ("first_stage_nms_iou_threshold", 14, "float", 0.7),
+            ("first_stage_max_proposals", 15, "int32", 300),
+            ("initial_crop_size", 18, "int32", 0),
+            ("maxpool_kernel_size", 19, "int32", 0),
+            ("maxpool_stride", 20, "int32", 0),
+            ("second_stage_box_predictor", 21, "BoxPredictor"),
+            ("second_stage_post_processing", 24, "PostProcessing"),
+            ("use_matmul_crop_and_resize", 31, "bool", False),
+            ("clip_anchors_to_image", 32, "bool", False),
+            ("use_static_shapes", 35, "bool", False),
+            ("use_static_shapes_for_eval", 37, "bool", False),
+            ("use_combined_nms_in_first_stage", 40, "bool", False),
         ]
     },
-    "FasterRcnnFeatureExtractor": {"fields": [("type", 1, "string", "")]},
+    "FasterRcnnFeatureExtractor": {
+        "fields": [
+            ("type", 1, "string", ""),
+            ("first_stage_features_stride", 2, "int32", 16),
+            ("batch_norm_trainable", 3, "bool", False),
+            ("pad_to_multiple", 6, "int32", 32),
+            ("fpn", 7, "FeaturePyramidNetworks"),
+        ]
+    },
     "Ssd": {
         "fields": [
             ("num_classes", 1, "int32", 0),
@@ -165,6 +196,9 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         "fields": [
             ("min_dimension", 1, "int32", 600),
             ("max_dimension", 2, "int32", 1024),
+            ("resize_method", 3, "ResizeType", "BILINEAR"),
+            ("pad_to_max_dimension", 4, "bool", False),
+            ("convert_to_grayscale", 5, "bool", False),
         ]
     },
     "FixedShapeResizer": {
@@ -221,7 +255,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "BoxPredictor": {
         "fields": [
             ("convolutional_box_predictor", 1, "ConvolutionalBoxPredictor"),
-            ("mask_rcnn_box_predictor", 2, "OtherBoxPredictor"),
+            ("mask_rcnn_box_predictor", 2, "MaskRCNNBoxPredictor"),
             ("rfcn_box_predictor", 3, "OtherBoxPredictor"),
             ("weight_shared_convolutional_box_predictor", 4, "OtherBoxPredictor"),
         ],
@@ -235,6 +269,16 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         },
     },
     "OtherBoxPredictor": {"fields": []},
+    "MaskRCNNBoxPredictor": {
+        "fields": [
+            ("use_dropout", 2, "bool", False),
+            ("dropout_keep_probability", 3, "float", 0.5),
+            ("box_code_size", 4, "int32", 4),
+            ("predict_instance_masks", 6, "bool", False),
+            ("predict_keypoints", 8, "bool", False),
+            ("share_box_across_classes", 13, "bool", False),
+        ]
+    },
     "ConvolutionalBoxPredictor": {
         "fields": [
             ("conv_hyperparams", 1, "Hyperparams"),
@@ -252,7 +296,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     },
     "AnchorGenerator": {
         "fields": [
-            ("grid_anchor_generator", 1, "OtherAnchorGenerator"),
+            ("grid_anchor_generator", 1, "GridAnchorGenerator"),
             ("ssd_anchor_generator", 2, "SsdAnchorGenerator"),
             ("multiscale_anchor_generator", 3, "OtherAnchorGenerator"),
             ("flexible_grid_anchor_generator", 4, "OtherAnchorGenerator"),
@@ -267,6 +311,18 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         },
     },
     "OtherAnchorGenerator": {"fields": []},
+    "GridAnchorGenerator": {
+        "fields": [
+            ("height", 1, "int32", 256),
+            ("width", 2, "int32", 256),
+            ("height_stride", 3, "int32", 16),
+            ("width_stride", 4, "int32", 16),
+            ("height_offset", 5, "int32", 0),
+            ("width_offset", 6, "int32", 0),
+            ("scales", 7, "float", None, True),
+            ("aspect_ratios", 8, "float", None, True),
+        ]
+    },
     "SsdAnchorGenerator": {
         "fields": [
             ("num_layers", 1, "int32", 6),
