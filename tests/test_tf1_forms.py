@@ -4,7 +4,8 @@
   moving-average shadows included, with synthetic values): complete conversions, newest
   checkpoint, slots and step counters counted; the TF1 exporter's choice of moving averages.
 - Directory resolution: newest checkpoint without a state file, `--checkpoint`, the one
-  `*.config`, no config at all, a Faster R-CNN training dir, a training graph as `.meta`.
+  `*.config`, no config at all, a Faster R-CNN training dir without data, a training graph as
+  `.meta`.
 - Frozen graphs: the constants by variable name, with or without the `X/read` identities.
 Tests that need the TF1 OD API's own exporter (frozen graph / SavedModel forms, moving averages
 exported by TF1) are in `test_tf1_forms_reference.py`.
@@ -153,7 +154,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
-def test_faster_rcnn_training_dir_is_refused_in_one_line(
+def test_faster_rcnn_training_dir_without_data_is_one_line(
     user_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = _cli(
@@ -166,7 +167,8 @@ def test_faster_rcnn_training_dir_is_refused_in_one_line(
     assert code == 2
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err
-    assert "faster_rcnn_inception_v2, which is not supported" in lines[0]
+    # Faster R-CNN has its own converter now; the index alone is one line naming the data file.
+    assert "model.ckpt-3292.data-00000-of-00001: checkpoint data file not found" in lines[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -289,10 +291,9 @@ def test_training_graph_gets_a_parity_note_not_a_crash(
     assert "parity with the TF1 graph: not verified" in out
     written = json.loads((tmp_path / "out" / "conversion_report.json").read_text())
     assert written["complete"] and written["parity"] is None
-    assert (
-        "model.ckpt-6518.meta: not an SSD inference graph (no `image_tensor`"
-        in (written["parity_note"])
-    )
+    note = written["parity_note"]
+    assert "model.ckpt-6518.meta: not a TF1 detection inference graph (no `image_tensor`" in note
+    assert "a training graph" in note
     assert written["parity_note"] in (tmp_path / "out" / "conversion_report.md").read_text()
 
 
