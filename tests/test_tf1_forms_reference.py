@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 CONFIG = "ssd_mobilenet_v1_coco.config"
 NUM_IMAGES = 2
-EXPORT_SCRIPT = Path(__file__).parent / "tf1_reference_scripts" / "export_checkpoint.py"
+EXPORT_SCRIPT = Path(__file__).parent / "tf1_scripts" / "export_checkpoint.py"
 
 
 @pytest.fixture(scope="module")
