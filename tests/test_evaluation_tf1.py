@@ -176,7 +176,7 @@ def test_what_is_not_a_model_gets_one_line(
         assert code != 0 and expected in err and "Traceback" not in err
         assert len(err.strip().splitlines()) == 1
         assert not (tmp_path / "out").exists()
-    with pytest.raises(PipelineError, match="saved_model/saved_model.pb not found"):
+    with pytest.raises(PipelineError, match=r"saved_model/saved_model\.pb not found"):
         from pipeline.tf1.graph_runner import resolve_graph_kind
 
         resolve_graph_kind(empty, "saved_model")

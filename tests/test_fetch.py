@@ -570,12 +570,13 @@ CONF_ZOO = Path(__file__).resolve().parents[1] / "conf" / "zoo"
 
 @pytest.mark.parametrize("entry", sorted(CONF_ZOO.glob("*.yaml")), ids=lambda p: p.stem)
 def test_zoo_registry_entries(entry) -> None:
+    from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as TWO_STAGE
     from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES
     from pipeline.zoo.integrity import normalize_sha256
 
     conf = yaml.safe_load(entry.read_text())
     assert {"name", "url", "sha256", "architecture"} <= set(conf)
-    assert conf["architecture"] in SUPPORTED_ARCHITECTURES
+    assert conf["architecture"] in (*SUPPORTED_ARCHITECTURES, *TWO_STAGE)
     normalize_sha256(conf["sha256"])
     if conf["url"].startswith("http"):
         assert conf["url"].endswith(f"/{conf['name']}.tar.gz")

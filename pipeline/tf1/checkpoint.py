@@ -69,6 +69,11 @@ class TF1Checkpoint:
         self.dtypes = {name: dtypes[name].as_numpy_dtype for name in shapes}
 
     @property
+    def location(self) -> str:
+        """The file errors name (as `pipeline.tf1.weights.WeightSource.location`)."""
+        return f"{self.prefix}.index"
+
+    @property
     def names(self) -> list[str]:
         return sorted(self.shapes)
 
