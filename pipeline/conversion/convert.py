@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_directory, write_json
-from pipeline.conversion.mapping import apply_plan, plan_mapping
+from pipeline.conversion.family import ConversionFamily
+from pipeline.conversion.mapping import apply_plan, model_variables, plan_mapping
 from pipeline.conversion.report import build_report, render_markdown
 from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
@@ -32,12 +33,62 @@ REPORT_MD = "conversion_report.md"
 CONFIG_FILE = "pipeline.config"
 
 
-def target_spec(source: SSDSpec, num_classes: int | None) -> SSDSpec:
+def target_spec(source: Any, num_classes: int | None) -> Any:
     if num_classes is None or num_classes == source.num_classes:
         return source
     if num_classes <= 0:
         raise PipelineError(f"--num-classes: {num_classes} is not a positive class count")
     return source.with_num_classes(num_classes)
+
+
+def _build_ssd(spec: SSDSpec) -> Any:
+    from pipeline.modeling.builder import build_ssd_model
+
+    return build_ssd_model(spec)
+
+
+def _ssd_parity(
+    root: os.PathLike[str],
+    model: Any,
+    spec: SSDSpec,
+    images_dir: str | os.PathLike[str],
+    max_images: int | None,
+    progress: bool,
+    graph: dict[str, Any],
+) -> dict[str, Any]:
+    from pipeline.conversion import parity as parity_lib
+
+    return parity_lib.verify_conversion(
+        root,
+        model,
+        spec,
+        images_dir=images_dir,
+        max_images=max_images,
+        progress=progress,
+        tf1_graph=graph["graph"],
+        checkpoint_prefix=graph["checkpoint_prefix"],
+        restore_name=graph["restore_name"],
+    ).to_dict()
+
+
+SSD = ConversionFamily(
+    name="ssd",
+    spec_from_config=lambda config, source: ssd_spec_from_config(config, source=source),
+    build_model=_build_ssd,
+    plan_mapping=plan_mapping,
+    parity=_ssd_parity,
+    target_model="official.vision.modeling.retinanet_model.RetinaNetModel",
+)
+
+
+def family_of(config: Any) -> ConversionFamily:
+    """The conversion family of a parsed pipeline.config (unsupported models are refused when
+    their spec is read)."""
+    if is_faster_rcnn(config):
+        from pipeline.conversion.faster_rcnn.convert import FASTER_RCNN
+
+        return FASTER_RCNN
+    return SSD
 
 
 def convert(
@@ -52,7 +103,8 @@ def convert(
     weights: WeightsChoice = "auto",
     box_clipping: str = "auto",
 ) -> dict[str, Any]:
-    """Convert a TF1 SSD model directory; return the report (also written to out_dir).
+    """Convert a TF1 SSD or Faster R-CNN model directory; return the report (also written to
+    out_dir).
 
     The directory may be an export, a zoo tarball, a training dir, a frozen graph or a SavedModel
     with its pipeline config (`pipeline.tf1.model_dir`); `checkpoint` / `pipeline_config` choose
@@ -65,8 +117,6 @@ def convert(
     `box_clipping` ('auto' | 'before_nms' | 'after_nms') is the OD API era of the
     post-processing; 'auto' reads it from the model's graph.
     """
-    from pipeline.modeling.builder import build_ssd_model
-
     timings: dict[str, float] = {}
     start = time.perf_counter()
     model_dir = resolve_tf1_dir(
@@ -74,15 +124,9 @@ def convert(
     )
     config_path = model_dir.pipeline_config
     config = read_pipeline_config(config_path)
-    if is_faster_rcnn(config):
-        from pipeline.conversion.faster_rcnn.convert import convert_faster_rcnn
-
-        return convert_faster_rcnn(
-            model_dir.root, Path(out_dir), config_path, num_classes, verify_images,
-            max_verify_images, progress, (REPORT_JSON, REPORT_MD), box_clipping,
-        )  # fmt: skip
+    family = family_of(config)
     clipping = choose_box_clipping(model_dir.root, model_dir.checkpoint_prefix, box_clipping)
-    source_spec = ssd_spec_from_config(config, source=str(config_path))
+    source_spec = family.spec_from_config(config, str(config_path))
     source_spec = source_spec.with_box_clipping(clipping.value)
     spec = target_spec(source_spec, num_classes)
     source = open_weights(model_dir, weights, bool(config.eval_config.use_moving_averages))
@@ -90,12 +134,12 @@ def convert(
     timings["read_config_and_index"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    model = build_ssd_model(spec)
+    model = family.build_model(spec)
     timings["build_model"] = time.perf_counter() - start
 
     start = time.perf_counter()
     fresh = spec.num_classes != source_spec.num_classes
-    plan = plan_mapping(model, spec, source, fresh, str(config_path))
+    plan = family.plan_mapping(model, spec, source, fresh, str(config_path))
     timings["map_variables"] = time.perf_counter() - start
     start = time.perf_counter()
     apply_plan(plan, source, progress)
@@ -113,6 +157,7 @@ def convert(
             start = time.perf_counter()
             try:
                 parity = verify(
+                    family,
                     model_dir,
                     model,
                     spec,
@@ -125,26 +170,29 @@ def convert(
             except NoInferenceGraph as error:
                 parity_note = f"not verified: {error}"
             timings["verify"] = time.perf_counter() - start
-        tf2_total = sum(len(m.variables) for m in model.checkpoint_items.values())
         report = build_report(
             model_dir=model_dir,
             weights=source,
             source_spec=source_spec,
             spec=spec,
             plan=plan,
-            tf2_total=tf2_total,
+            tf2_total=len(model_variables(model)),
             checkpoint_path=str(Path(CHECKPOINT_DIR) / Path(saved).name),
             timings=timings,
             parity=parity,
             parity_note=parity_note,
             box_clipping=clipping,
+            target_model=family.target_model,
+            input_size=family.input_size(spec),
         )
         write_json(staging / REPORT_JSON, report)
         (staging / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
     if parity is not None and not parity.get("passed", False):
+        diagnosis = "; ".join(parity.get("diagnosis") or [])
         raise PipelineError(
-            f"{out_dir / REPORT_JSON}: parity with the TF1 graph FAILED (see `parity`); the "
-            "converted model does not compute what the TF1 model computes"
+            f"{out_dir / REPORT_JSON}: parity with the TF1 graph FAILED (see `parity`"
+            + (f": {diagnosis}" if diagnosis else "")
+            + "); the converted model does not compute what the TF1 model computes"
         )
     return report
 
@@ -160,17 +208,19 @@ def write_checkpoint(model: Any, directory: Path) -> str:
 
 
 def verify(
+    family: ConversionFamily,
     model_dir: TF1ModelDir,
     model: Any,
-    spec: SSDSpec,
+    spec: Any,
     images_dir: str | os.PathLike[str],
     max_images: int | None,
-    source_spec: SSDSpec,
+    source_spec: Any,
     weights: WeightSource,
     progress: bool,
 ) -> dict[str, Any]:
     """Run the TF1 graph the weights came from and the converted model on the same images and
-    compare them (`pipeline.conversion.parity`).
+    compare them (the family's parity: `pipeline.conversion.parity`, or stage by stage for
+    Faster R-CNN).
 
     The graph is the checkpoint's own meta graph (restored with the same values the converter
     read: moving averages when those were used), the frozen graph, or the SavedModel. After a
@@ -179,33 +229,33 @@ def verify(
     output model (only the fresh class predictors differ). Raises NoInferenceGraph when there is
     no inference graph to run.
     """
-    from pipeline.conversion import parity as parity_lib
-    from pipeline.modeling.builder import build_ssd_model
-
     graph = {"checkpoint": "auto", "frozen_graph": "frozen", "saved_model": "saved_model"}
     runner_graph = graph[model_dir.form]
     # Resolve the graph first: a training dir without an inference graph needs no second model.
     resolve_graph(model_dir.root, runner_graph, model_dir.checkpoint_prefix)
     note = None
     if spec.num_classes != source_spec.num_classes:
-        model = build_ssd_model(source_spec)
-        apply_plan(plan_mapping(model, source_spec, weights), weights)
+        model = family.build_model(source_spec)
+        apply_plan(family.plan_mapping(model, source_spec, weights, False, "pipeline.config"),
+                   weights)  # fmt: skip
         spec = source_spec
         note = (
             f"verified on the {source_spec.num_classes}-class conversion of the same weights; "
             "the output model's class predictors are fresh and not compared"
         )
-    report = parity_lib.verify_conversion(
+    report = family.parity(
         model_dir.root,
         model,
         spec,
-        images_dir=images_dir,
-        max_images=max_images,
-        progress=progress,
-        tf1_graph=runner_graph,
-        checkpoint_prefix=model_dir.checkpoint_prefix,
-        restore_name=weights.stored_name if weights.weights == "moving_average" else None,
-    ).to_dict()
+        images_dir,
+        max_images,
+        progress,
+        {
+            "graph": runner_graph,
+            "checkpoint_prefix": model_dir.checkpoint_prefix,
+            "restore_name": weights.stored_name if weights.weights == "moving_average" else None,
+        },
+    )
     if note:
         report["note"] = note
     return report

@@ -290,3 +290,12 @@ def load_tf1_weights(
     plan = plan_mapping(model, spec, checkpoint, fresh, config_source)
     apply_plan(plan, checkpoint, progress)
     return plan
+
+
+def model_variables(model: Any) -> list[Any]:
+    """Every variable the model's checkpoint items hold (an item may be a list of modules)."""
+    variables = []
+    for item in model.checkpoint_items.values():
+        for module in item if isinstance(item, list | tuple) else [item]:
+            variables.extend(module.variables)
+    return variables

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.conversion.mapping import MappingPlan, _problem_message, _shape_str, _unique
+from pipeline.conversion.mapping import (
+    MappingPlan,
+    _problem_message,
+    _shape_str,
+    _unique,
+    model_variables,
+)
 from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.inception_v2 import FIRST_STAGE_SCOPE
 from pipeline.modeling.faster_rcnn.model import model_records
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
-from pipeline.tf1.checkpoint import TF1Checkpoint, is_bookkeeping
+from pipeline.tf1.checkpoint import TF1Checkpoint
+from pipeline.tf1.weights import WeightSource, as_weight_source
 
 _FR = "model.faster_rcnn"
 
@@ -39,12 +46,17 @@ def _blame(name: str, spec: FasterRCNNSpec) -> str:
 def plan_faster_rcnn_mapping(
     model: Any,
     spec: FasterRCNNSpec,
-    checkpoint: TF1Checkpoint,
+    weights: WeightSource | TF1Checkpoint | str,
     fresh_class_predictors: bool = False,
     config_source: str = "pipeline.config",
 ) -> MappingPlan:
-    """Pair TF1 variables with the model's variables; raise PipelineError on any disagreement."""
-    _check_feature_extractor_scope(spec, checkpoint, config_source)
+    """Pair TF1 variables with the model's variables; raise PipelineError on any disagreement.
+
+    `weights`: a WeightSource (`pipeline.tf1.weights`), or a checkpoint (its raw values).
+    """
+    weights = as_weight_source(weights)
+    shapes = weights.shapes
+    _check_feature_extractor_scope(spec, weights, config_source)
     assignments: list[tuple[str, Any, Any]] = []
     fresh, replaced = [], []
     problems: dict[str, list[str]] = {}
@@ -55,31 +67,31 @@ def plan_faster_rcnn_mapping(
             tf2_shape = tuple(int(d) for d in variable.shape)
             if record.class_dependent and fresh_class_predictors:
                 fresh.append(record)
-                if name in checkpoint.shapes:
+                if name in shapes:
                     replaced.append(name)
                 continue
-            if name not in checkpoint.shapes:
+            if name not in shapes:
                 problems.setdefault(_blame(name, spec), []).append(
                     f"{name} {_shape_str(tf2_shape)} is required by the config but missing "
                     "from the checkpoint"
                 )
-            elif checkpoint.shapes[name] != tf2_shape:
+            elif shapes[name] != tf2_shape:
                 problems.setdefault(_blame(name, spec), []).append(
-                    f"{name} is {_shape_str(checkpoint.shapes[name])} in the checkpoint but "
+                    f"{name} is {_shape_str(shapes[name])} in the checkpoint but "
                     f"{_shape_str(tf2_shape)} in the model the config describes"
                 )
             else:
                 assignments.append((name, variable, record))
     used = {name for name, _, _ in assignments} | set(replaced)
     flagged = {text.split(" ", 1)[0] for texts in problems.values() for text in texts}
-    for name in sorted(checkpoint.shapes):
-        if name not in used and name not in flagged and not is_bookkeeping(name):
+    for name in sorted(shapes):
+        if name not in used and name not in flagged:
             problems.setdefault(_blame(name, spec), []).append(
-                f"{name} {_shape_str(checkpoint.shapes[name])} is in the checkpoint but has no "
+                f"{name} {_shape_str(shapes[name])} is in the checkpoint but has no "
                 "place in the model the config describes"
             )
     if problems:
-        raise PipelineError(_problem_message(config_source, checkpoint, problems))
+        raise PipelineError(_problem_message(config_source, weights, problems))
     uninitialised = [
         variable.name for variable in model_variables(model) if id(variable) not in covered
     ]
@@ -94,35 +106,27 @@ def plan_faster_rcnn_mapping(
         implied=[],
         fresh=_unique(fresh),
         tf1_replaced=sorted(replaced),
-        tf1_ignored=sorted(n for n in checkpoint.shapes if n not in used and is_bookkeeping(n)),
+        tf1_ignored=weights.unused_names,
         tf1_unmapped=[],
         tf2_uninitialised=[],
     )
 
 
-def model_variables(model: Any) -> list[Any]:
-    variables = []
-    for item in model.checkpoint_items.values():
-        for module in item if isinstance(item, list | tuple) else [item]:
-            variables.extend(module.variables)
-    return variables
-
-
 def _check_feature_extractor_scope(
-    spec: FasterRCNNSpec, checkpoint: TF1Checkpoint, config_source: str
+    spec: FasterRCNNSpec, weights: WeightSource, config_source: str
 ) -> None:
     """Fail early, with the clearest message, when the checkpoint is another backbone."""
     found = sorted(
         {
             "/".join(n.split("/")[:2])
-            for n in checkpoint.shapes
+            for n in weights.shapes
             if n.startswith("FirstStageFeatureExtractor/")
         }
     )
     if found and FIRST_STAGE_SCOPE not in found:
         raise PipelineError(
             f"{config_source}: {_FR}.feature_extractor.type is {spec.architecture} (variables "
-            f"under {FIRST_STAGE_SCOPE}/) but the checkpoint {checkpoint.prefix} holds "
+            f"under {FIRST_STAGE_SCOPE}/) but {weights.location} holds "
             f"{', '.join(f + '/' for f in found)}; use the pipeline.config shipped with the "
             "checkpoint"
         )

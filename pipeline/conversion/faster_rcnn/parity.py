@@ -59,10 +59,15 @@ def _crop_boxes_tensor(graph: Any) -> str:
     return crops[0].inputs[1].name
 
 
-def run_tf1_stages(zoo_dir: str | os.PathLike[str], images: Iterable[np.ndarray]) -> list[dict]:
-    """The TF1 graph's stage outputs (batch dimension dropped) for each uint8 image."""
+def run_tf1_stages(
+    zoo_dir: str | os.PathLike[str], images: Iterable[np.ndarray], **graph: Any
+) -> list[dict]:
+    """The TF1 graph's stage outputs (batch dimension dropped) for each uint8 image.
+
+    `graph`: which graph and weights (`TF1GraphRunner`'s graph, checkpoint_prefix, restore_name).
+    """
     results = []
-    with TF1GraphRunner(zoo_dir, raw_outputs=False) as runner:
+    with TF1GraphRunner(zoo_dir, raw_outputs=False, **graph) as runner:
         names = {op.name for op in runner.graph.get_operations()}
         missing = [name for name in REQUIRED if name not in names]
         if missing:
@@ -195,10 +200,14 @@ def verify_faster_rcnn(
     model: Any,
     images_dir: str | os.PathLike[str],
     max_images: int | None = None,
+    **graph: Any,
 ) -> dict[str, Any]:
-    """Run both on the images; the JSON-serialisable parity report (`passed` and figures)."""
+    """Run both on the images; the JSON-serialisable parity report (`passed` and figures).
+
+    `graph`: which TF1 graph and weights (see `run_tf1_stages`).
+    """
     named = list(iter_images(images_dir, max_images))
-    tf1_outputs = run_tf1_stages(tf1_dir, [image for _, image in named])
+    tf1_outputs = run_tf1_stages(tf1_dir, [image for _, image in named], **graph)
     results = [
         compare_stages(path.name, tf1, run_tf2_stages(model, image))
         for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
