@@ -233,15 +233,15 @@ def test_diagnosis_names_the_first_disagreeing_stage(
 
     image = load_image(path)
     (tf1,) = fp.run_tf1_stages(user_synthetic, [image])
-    assert fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image)).passed
+    assert fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image, tf1["proposals"])).passed
     bias = model.detection_head[0].class_predictor.bias
     bias.assign(bias + 0.5 * np.arange(bias.shape[0], dtype=np.float32))
-    result = fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image))
+    result = fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image, tf1["proposals"]))
     assert result.first_failing_stage == "class_logits"
     assert "SecondStageBoxPredictor ClassPredictor" in fp.diagnose([result])[0]
     conv = model.rpn_head.conv.bias
     conv.assign(conv + 0.1)
-    result = fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image))
+    result = fp.compare_stages("a", tf1, fp.run_tf2_stages(model, image, tf1["proposals"]))
     assert result.first_failing_stage == "rpn_box_encodings"
 
 

@@ -150,4 +150,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"parity with the TF1 graph: {'passed' if parity.get('passed') else 'FAILED'}")
     elif report.get("parity_note"):
         print(f"parity with the TF1 graph: {report['parity_note']}")
+    timings = report.get("timings_s") or {}
+    print("seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return 0

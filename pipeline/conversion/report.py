@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.conversion.mapping import MappingPlan
-from pipeline.modeling.spec import SSDSpec
 from pipeline.tf1.graph_facts import BoxClipping
 from pipeline.tf1.model_dir import TF1ModelDir
 from pipeline.tf1.weights import WeightSource
@@ -19,12 +18,11 @@ def build_report(
     *,
     model_dir: TF1ModelDir,
     weights: WeightSource,
-    source_spec: SSDSpec,
-    spec: SSDSpec,
+    source_spec: Any,
+    spec: Any,
     plan: MappingPlan,
     tf2_total: int,
     checkpoint_path: str,
-    timings: dict[str, float],
     parity: dict[str, Any] | None = None,
     parity_note: str | None = None,
     box_clipping: BoxClipping | None = None,
@@ -88,7 +86,6 @@ def build_report(
         ],
         "parity": parity,
         "parity_note": parity_note,
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
@@ -103,6 +100,7 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
         "tf2_initialised_from_tf1": report["tf2"]["initialised_from_tf1"],
         "tf2_uninitialised": len(report["tf2"]["uninitialised"]),
         "fresh_layers": len(report["fresh_layers"]),
+        **{f"seconds_{k}": v for k, v in (report.get("timings_s") or {}).items()},
     }
     parity = report.get("parity")
     if parity:
@@ -177,9 +175,6 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [note, ""]
     else:
         lines += _parity_lines(parity)
-    timings = report.get("timings_s") or {}
-    if timings:
-        lines += ["## Timings (s)", ""] + [f"- {k}: {v}" for k, v in timings.items()] + [""]
     return "\n".join(lines)
 
 

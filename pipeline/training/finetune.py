@@ -33,6 +33,7 @@ from official.core import task_factory, train_lib, train_utils
 from official.modeling import optimization, performance
 
 from pipeline.atomic import atomic_directory, atomic_file, write_json
+from pipeline.checkpoint_state import drop_checkpoint_timestamps
 from pipeline.errors import PipelineError
 from pipeline.training import task as _task  # noqa: F401  (registers the task with the factory)
 from pipeline.training.actions import (
@@ -237,6 +238,7 @@ def finetune(
         finally:
             progress.close()
             live.end()
+            drop_checkpoint_timestamps(model_dir)
     train_seconds = time.perf_counter() - started
 
     plan = task.freeze_plan

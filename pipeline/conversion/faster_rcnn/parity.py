@@ -7,10 +7,11 @@ max |TF1 - TF2| <= 1e-4 * max(1, max |TF1|)):
    [anchors, 4] / [anchors, 2]);
 2. `proposals` — the normalized boxes TF1 crops with (the `CropAndResize` input);
 3. `box_encodings` / `class_logits` — the second-stage outputs (`all_refined_box_encodings`,
-   `all_class_predictions_with_background`);
+   `all_class_predictions_with_background`), computed on TF1's proposals (`run_tf2_stages`:
+   each stage is judged on the input TF1 gave it);
 4. detections — TF1's top 50 reproduced (`compare_detections`: IoU >= 0.999, |score| <= 1e-4).
-Proposals that swapped places because their scores tie exactly are re-paired first
-(`align_proposals`, counted in the report). The first stage that disagrees is named in the
+Proposals that swapped places because their scores tie exactly are re-paired before they are
+compared (`align_proposals`, counted in the report). The first stage that disagrees is named in the
 diagnosis: a later stage cannot agree when an
 earlier one does not, so that is where to look.
 """
@@ -108,26 +109,61 @@ def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_tf2_stages(model: Any, image: np.ndarray) -> dict[str, Any]:
-    """The converted model's outputs in the TF1 layouts of `run_tf1_stages`."""
+def run_tf2_stages(
+    model: Any, image: np.ndarray, proposals: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The converted model's outputs in the TF1 layouts of `run_tf1_stages`.
+
+    With `proposals` (TF1's, normalized [N, 4]), the second stage (`box_encodings`,
+    `class_logits`) is run on those instead of the model's own, so that it is compared on the
+    same input: crop_and_resize is discontinuous at the image border (a sample at exactly
+    row H-1 becomes the extrapolation value when the box moves by one ulp), so 1e-7 of float
+    noise in a border proposal can change its whole second-stage row. The detections always
+    come from the model running on its own proposals.
+    """
     import tensorflow as tf
 
     from pipeline.modeling.faster_rcnn.model import preprocess
 
     preprocessed, image_shape = preprocess(tf.constant(image[None]), model.spec)
     outputs = model(preprocessed, image_shape, training=False)
+    box_outputs, class_outputs = outputs["box_outputs"], outputs["class_outputs"]
+    if proposals is not None:
+        class_outputs, box_outputs = second_stage_on(model, preprocessed, proposals)
     raw = {
         "rpn_box_encodings": outputs["rpn_boxes"]["4"],
         "rpn_objectness": outputs["rpn_scores"]["4"],
         "proposals": outputs["proposal_boxes"],
-        "box_encodings": outputs["box_outputs"],
-        "class_logits": outputs["class_outputs"],
+        "box_encodings": box_outputs,
+        "class_logits": class_outputs,
         "detection_boxes": outputs["detection_boxes"],
         "detection_scores": outputs["detection_scores"],
         "detection_classes": tf.cast(outputs["detection_classes"], tf.float32),
         "num_detections": outputs["num_detections"],
     }
     return _flatten({key: np.asarray(value) for key, value in raw.items()})
+
+
+def second_stage_on(model: Any, preprocessed: Any, proposals: np.ndarray) -> tuple[Any, Any]:
+    """(class outputs, box outputs) of the second stage on the given normalized proposals.
+
+    Model Garden's MaskRCNNModel has no public entry for "the head on these ROIs"; its
+    `_run_frcnn_head` is that step (inference: no ROI sampling).
+    """
+    import tensorflow as tf
+
+    _, features = model._get_backbone_and_decoder_features(preprocessed)
+    class_outputs, box_outputs, *_ = model._run_frcnn_head(
+        features=features,
+        rois=tf.constant(np.asarray(proposals, np.float32)[None]),
+        gt_boxes=None,
+        gt_classes=None,
+        training=False,
+        model_outputs={},
+        cascade_num=0,
+        regression_weights=model._cascade_layer_to_weights[0],
+    )
+    return class_outputs, box_outputs
 
 
 @dataclasses.dataclass
@@ -146,9 +182,10 @@ def align_proposals(
 ) -> tuple[dict[str, Any], int]:
     """Undo proposal swaps between equal-score proposals: NMS implementations order exact score
     ties differently (TF1's NonMaxSuppressionV2 vs combined NMS), which permutes the second
-    stage's rows without changing what is computed. Only rows that differ are re-paired, each
-    with an identical (to `tolerance`) TF2 row; returns TF2's outputs re-ordered and the number
-    of rows moved (0 when nothing could or needed to be re-paired)."""
+    proposals without changing what is computed. Only rows that differ are re-paired, each
+    with an identical (to `tolerance`) TF2 row; returns TF2's outputs with the proposals
+    re-ordered (the second stage ran on TF1's proposals) and the number of rows moved (0 when
+    nothing could or needed to be re-paired)."""
     a, b = np.asarray(tf1["proposals"]), np.asarray(tf2["proposals"])
     if a.shape != b.shape:
         return tf2, 0
@@ -161,10 +198,7 @@ def align_proposals(
             return tf2, 0
         order[i] = match
         free.discard(match)
-    aligned = dict(tf2)
-    for stage in ("proposals", "box_encodings", "class_logits"):
-        aligned[stage] = np.asarray(tf2[stage])[order]
-    return aligned, len(differ)
+    return {**tf2, "proposals": b[order]}, len(differ)
 
 
 def compare_stages(name: str, tf1: dict[str, Any], tf2: dict[str, Any]) -> StageParity:
@@ -209,7 +243,7 @@ def verify_faster_rcnn(
     named = list(iter_images(images_dir, max_images))
     tf1_outputs = run_tf1_stages(tf1_dir, [image for _, image in named], **graph)
     results = [
-        compare_stages(path.name, tf1, run_tf2_stages(model, image))
+        compare_stages(path.name, tf1, run_tf2_stages(model, image, tf1["proposals"]))
         for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
     ]
     report = summarize(results, str(tf1_dir))
@@ -233,7 +267,7 @@ def _other_era(model: Any, named: list, tf1_outputs: list[dict]) -> str | None:
         for layer in layers:
             layer.box_clipping = other
         passed = all(
-            compare_stages(path.name, tf1, run_tf2_stages(model, image)).passed
+            compare_stages(path.name, tf1, run_tf2_stages(model, image, tf1["proposals"])).passed
             for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
         )
     finally:
