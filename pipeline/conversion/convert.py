@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_directory, write_json
-from pipeline.checkpoint_state import drop_checkpoint_timestamps
 from pipeline.conversion.family import ConversionFamily
 from pipeline.conversion.mapping import apply_plan, model_variables, plan_mapping
 from pipeline.conversion.report import build_report, render_markdown
 from pipeline.errors import PipelineError
 from pipeline.modeling.builder import CHECKPOINT_DIR, SPEC_FILE
 from pipeline.modeling.spec import SSDSpec
+from pipeline.reproducible_outputs import drop_checkpoint_timestamps
 from pipeline.tf1.faster_rcnn_config import is_faster_rcnn
 from pipeline.tf1.graph_facts import choose_box_clipping
 from pipeline.tf1.graph_runner import NoInferenceGraph, resolve_graph

@@ -29,6 +29,7 @@ from pipeline.modeling.builder import SPEC_FILE, load_converted, read_spec
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.preprocessing import preprocess
 from pipeline.modeling.spec import SSDSpec
+from pipeline.reproducible_outputs import pin_saved_model_uuid
 
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 INPUT_KEY = "image_tensor"
@@ -76,6 +77,7 @@ def export_saved_model(model: Any, spec: SSDSpec, out: str | os.PathLike[str]) -
     module = _ServingModule(model, spec)
     signature = module.serve.get_concrete_function()
     tf.saved_model.save(module, str(out), signatures={SIGNATURE: signature})
+    pin_saved_model_uuid(out)
     (out / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
     return out
 

@@ -33,8 +33,8 @@ from official.core import task_factory, train_lib, train_utils
 from official.modeling import optimization, performance
 
 from pipeline.atomic import atomic_directory, atomic_file, write_json
-from pipeline.checkpoint_state import drop_checkpoint_timestamps
 from pipeline.errors import PipelineError
+from pipeline.reproducible_outputs import drop_checkpoint_timestamps
 from pipeline.training import task as _task  # noqa: F401  (registers the task with the factory)
 from pipeline.training.actions import (
     DivergenceGuard,

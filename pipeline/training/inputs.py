@@ -74,8 +74,6 @@ def build_dataset(
     files = list_files(settings.file_pattern)
     decoder = tf_example_decoder.TfExampleDecoder()
     records = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        records = records.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     records = records.interleave(
         tf.data.TFRecordDataset, cycle_length=1, num_parallel_calls=1, deterministic=True
     )
@@ -104,6 +102,13 @@ def build_dataset(
     records = records.enumerate()
     if settings.skip_examples:
         records = records.skip(settings.skip_examples)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        # Every pipeline (one per worker) reads the same seeded stream and keeps every n-th
+        # example: together their batches are exactly the one-pipeline global batch, so n workers
+        # train as one (sharding files instead would change which examples meet in a batch).
+        pipelines = input_context.num_input_pipelines
+        pipeline_id = input_context.input_pipeline_id
+        records = records.filter(lambda index, _: index % pipelines == pipeline_id)
 
     def parse(index: tf.Tensor, element: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         image, boxes, classes = element if cache else decode(element)

@@ -142,8 +142,9 @@ class SSDFinetuneTask(base_task.Task):
 
     # ---- data --------------------------------------------------------------------------------
 
-    def _consumed_examples(self, params: SSDDataConfig, pipelines: int) -> int:
-        """Examples the checkpointed steps of this run already consumed (resume)."""
+    def _consumed_examples(self, params: SSDDataConfig) -> int:
+        """Examples of the (global, unsharded) stream the checkpointed steps of this run already
+        consumed (resume)."""
         if not params.is_training or not self.logging_dir:
             return 0
         latest = tf.train.latest_checkpoint(self.logging_dir)
@@ -151,10 +152,9 @@ class SSDFinetuneTask(base_task.Task):
             return 0
         reader = tf.train.load_checkpoint(latest)
         step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
-        return step * params.global_batch_size // pipelines
+        return step * params.global_batch_size
 
     def build_inputs(self, params: SSDDataConfig, input_context=None) -> tf.data.Dataset:
-        pipelines = input_context.num_input_pipelines if input_context else 1
         if input_context is not None:
             batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
         else:
@@ -169,7 +169,7 @@ class SSDFinetuneTask(base_task.Task):
             seed=params.seed,
             random_horizontal_flip=params.random_horizontal_flip,
             skip_crowd=params.skip_crowd,
-            skip_examples=self._consumed_examples(params, pipelines),
+            skip_examples=self._consumed_examples(params),
             drop_remainder=params.drop_remainder,
             cache_decoded_max_bytes=params.cache_decoded_max_mb * 2**20,
         )
