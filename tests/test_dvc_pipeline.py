@@ -231,3 +231,24 @@ def test_interrupted_repro_resumes_and_ends_as_an_uninterrupted_run(
         np.testing.assert_allclose(
             actual.get_tensor(name), expected.get_tensor(name), rtol=1e-6, atol=1e-7, err_msg=name
         )
+
+
+def test_readme_comparison_commands_fit_a_terminal(reproduced: tuple[Path, str]) -> None:
+    """The README's side-by-side commands show learning rate, freezing and AP in 120 columns."""
+    clone, _ = reproduced
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (exp_show,) = [line for line in readme.splitlines() if line.startswith("dvc exp show --drop")]
+    env = {"COLUMNS": "120"}
+    table = _run(["bash", "-c", exp_show + " --no-pager"], clone, env).stdout
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+    for column in ("learning_rate", "freeze.name", "finetuned/metrics.json:AP"):
+        assert column in table, table
+    finetuned = json.loads((clone / "data/eval/finetuned/metrics.json").read_text())["AP"]
+    assert f"{finetuned:.5f}"[:6] in table and "early_backbone" in table, table
+
+    _run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "repro"], clone)
+    report = _run([sys.executable, "-m", "pipeline", "report", "--out", "reports"], clone, env)
+    rows = [line for line in report.stdout.splitlines() if line.startswith("|")]
+    assert "learning rate | freeze | AP TF1 | AP converted | AP fine-tuned" in rows[0]
+    assert max(len(line) for line in rows) <= 120, rows
+    assert f"{finetuned:.4g}" in rows[2], rows
