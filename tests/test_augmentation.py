@@ -354,3 +354,19 @@ def test_input_pipeline_applies_the_config_list_per_example_index(
         np.testing.assert_array_equal(labels["cls_targets"][0], expected["cls_targets"].numpy())
         differs += not np.array_equal(image, plain_image)
     assert differs >= len(augmented) // 2
+
+
+def test_uint8_input_gives_tf1s_float_result():
+    """Flips and crops run on the decoded uint8 image until an option computes on pixel values;
+    the result equals TF1's cast-first order."""
+    image, boxes, labels = example()
+    steps = steps_of(["random_horizontal_flip {}", "ssd_random_crop {}", *CHAIN])
+    for index in range(4):
+        seed = tf.constant([2, index], tf.int64)
+        on_uint8 = aug.augment(steps, seed, image.astype(np.uint8), boxes, labels)
+        on_float = aug.augment(steps, seed, image, boxes, labels)
+        assert on_uint8[0].dtype == tf.float32
+        for a, b in zip(on_uint8, on_float, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    flip_crop = aug.augment(steps[:2], seed, image.astype(np.uint8), boxes, labels)[0]
+    assert flip_crop.dtype == tf.uint8

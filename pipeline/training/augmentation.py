@@ -132,6 +132,10 @@ def _ioa_of_window(window: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
 class Op:
     """An option: `draw(args, seed, image, boxes)`, `apply(args, draws, image, boxes, labels)`."""
 
+    # Only moves pixels (flip, crop): exact on the decoded uint8 image, which is 4x smaller than
+    # the float32 one TF1 works on; the first other option casts.
+    moves_pixels_only = False
+
     @staticmethod
     def arguments(config: Any) -> dict[str, Any]:
         raise NotImplementedError
@@ -152,6 +156,8 @@ def _set_fields(config: Any) -> dict[str, Any]:
 
 
 class RandomHorizontalFlip(Op):
+    moves_pixels_only = True
+
     @staticmethod
     def arguments(config):
         if config.keypoint_flip_permutation:
@@ -484,6 +490,8 @@ def random_crop(case: CropCase, draws: Draws, image, boxes, labels) -> Example:
 
 
 class RandomCropImage(Op):
+    moves_pixels_only = True
+
     @staticmethod
     def arguments(config):
         return {"case": _crop_case(config)}
@@ -517,6 +525,8 @@ SSD_DEFAULT_CASES = tuple(
 
 
 class SSDRandomCrop(Op):
+    moves_pixels_only = True
+
     @staticmethod
     def arguments(config):
         cases = tuple(_crop_case(op) for op in config.operations) or SSD_DEFAULT_CASES
@@ -574,9 +584,12 @@ def apply_step(step: Step, draws: Draws, image, boxes, labels) -> Example:
 
 
 def augment(steps: Sequence[Step], seed: tf.Tensor, image, boxes, labels) -> Example:
-    """Apply `steps` in order to a float32 image (0..255) and its boxes/labels."""
-    image = tf.cast(image, tf.float32)
+    """Apply `steps` in order to an image (uint8 or float32, 0..255) and its boxes/labels. TF1
+    casts to float32 first; here the cast waits for the first option that computes on pixel
+    values (the same numbers: flips and crops commute with it). The model's resize casts too."""
     for position, step in enumerate(steps):
+        if not OPS[step.name].moves_pixels_only:
+            image = tf.cast(image, tf.float32)
         op_seed = step_seed(seed, position)
         draws = draw_step(step, op_seed, image, boxes)
         image, boxes, labels = apply_step(step, draws, image, boxes, labels)
