@@ -376,7 +376,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         ("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
         ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])),
     ]:
-        params = train_params(steps=3, **{"augmentation.random_horizontal_flip": False})
+        params = train_params(steps=3, **{"augmentation.skip": ["random_horizontal_flip"]})
         r = finetune(params, converted, records, f"{out}/{name}", strategy=strategy, export=False)
         rows = open(f"{out}/{name}/dvclive/plots/metrics/train/loss.tsv").read().split()
         results[name] = {"replicas": r.summary["num_replicas"], "tsv": rows}

@@ -139,7 +139,7 @@ def train_params(**overrides):
         "l2_weight_decay": None,
         "ema_decay": None,
         "num_classes": None,
-        "augmentation": {"random_horizontal_flip": True},
+        "augmentation": {"from_pipeline_config": True, "options": [], "skip": []},
         "shuffle_buffer_size": 64,
         "cache_decoded_max_mb": 64,
         "skip_crowd": False,

@@ -399,7 +399,7 @@ def pretrain_params(pretrain: PretrainSettings) -> dict[str, Any]:
         "l2_weight_decay": None,  # the pipeline.config's conv_hyperparams weight
         "ema_decay": None,
         "num_classes": None,
-        "augmentation": {"random_horizontal_flip": True},
+        "augmentation": {"from_pipeline_config": True, "options": [], "skip": []},
         "shuffle_buffer_size": pretrain.train_images,
         "skip_crowd": False,
         "log_every_steps": max(1, min(50, pretrain.steps)),

@@ -30,7 +30,11 @@ class SSDDataConfig(cfg.DataConfig):
     is_training: bool = True
     shuffle_buffer_size: int = 256
     seed: int = 0
-    random_horizontal_flip: bool = True
+    # train.augmentation: TF1 data_augmentation_options (pipeline.training.augmentation), applied
+    # when is_training.
+    augmentation_from_pipeline_config: bool = True
+    augmentation_options: list[str] = dataclasses.field(default_factory=list)
+    augmentation_skip: list[str] = dataclasses.field(default_factory=list)
     skip_crowd: bool = False
     drop_remainder: bool = True
     cache_decoded_max_mb: int = 0
@@ -59,7 +63,7 @@ class SSDFinetuneTaskConfig(cfg.TaskConfig):
     train_data: SSDDataConfig = dataclasses.field(default_factory=SSDDataConfig)
     validation_data: SSDDataConfig = dataclasses.field(
         default_factory=lambda: SSDDataConfig(
-            is_training=False, drop_remainder=False, random_horizontal_flip=False
+            is_training=False, drop_remainder=False, augmentation_from_pipeline_config=False
         )
     )
 
@@ -213,6 +217,31 @@ def optimization_from_params(train: Any, source: str = "params.yaml") -> dict[st
     return config
 
 
+AUGMENTATION_KEYS = ("from_pipeline_config", "options", "skip")
+
+
+def augmentation_from_params(train: Any, source: str = "params.yaml") -> dict[str, Any]:
+    """train.augmentation -> the training data config's augmentation fields."""
+    augmentation = _get(train, "augmentation", {})
+    unknown = sorted(set(dict(augmentation)) - set(AUGMENTATION_KEYS))
+    if unknown:
+        raise PipelineError(
+            f"{source}: train.augmentation has keys {unknown}; allowed: "
+            f"{', '.join(AUGMENTATION_KEYS)} (the TF1 options come from the converted model's "
+            "pipeline.config, or from train.augmentation.options as PreprocessingStep text, "
+            "e.g. 'random_horizontal_flip {}')"
+        )
+    for key in ("options", "skip"):
+        value = _get(augmentation, key, [])
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise PipelineError(f"{source}: train.augmentation.{key} must be a list, got {value!r}")
+    return {
+        "augmentation_from_pipeline_config": bool(_get(augmentation, "from_pipeline_config", True)),
+        "augmentation_options": [str(o) for o in _get(augmentation, "options", [])],
+        "augmentation_skip": [str(o) for o in _get(augmentation, "skip", [])],
+    }
+
+
 def experiment_from_params(
     train: Any,
     converted_dir: str,
@@ -261,15 +290,13 @@ def experiment_from_params(
                 **data_common,
                 "input_path": str(train_tfrecords),
                 "is_training": True,
-                "random_horizontal_flip": bool(
-                    _get(_get(train, "augmentation", {}), "random_horizontal_flip", True)
-                ),
+                **augmentation_from_params(train, source),
             },
             "validation_data": {
                 **data_common,
                 "input_path": str(val_tfrecords or ""),
                 "is_training": False,
-                "random_horizontal_flip": False,
+                "augmentation_from_pipeline_config": False,
                 "drop_remainder": False,
             },
         },

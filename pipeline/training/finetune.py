@@ -42,6 +42,7 @@ from pipeline.training.actions import (
     ProgressAction,
     trim_history,
 )
+from pipeline.training.augmentation import resolve_steps
 from pipeline.training.config import experiment_from_params
 from pipeline.training.freezing import unfreeze_batch_norm
 from pipeline.training.task import load_spec
@@ -188,6 +189,16 @@ def finetune(
     experiment = experiment_from_params(
         train_params, str(converted_dir), train_tfrecords, val_tfrecords, source
     )
+    # The augmentation list, before any other work: an option not implemented stops here.
+    train_data = experiment.task.train_data
+    augmentation = resolve_steps(
+        converted_dir,
+        train_data.augmentation_from_pipeline_config,
+        train_data.augmentation_options,
+        train_data.augmentation_skip,
+        source,
+    )
+    log.info("augmentation: %s", ", ".join(step.name for step in augmentation) or "none")
     num_classes = load_spec(converted_dir, experiment.task.num_classes).num_classes
     check_class_ids([train_tfrecords, val_tfrecords], num_classes, converted_dir, source)
     out = Path(out_dir)
@@ -278,6 +289,7 @@ def finetune(
         "images_per_second": float(np.median(rates)) if rates else None,
         "wall_seconds": round(train_seconds, 2),
         "ema": ema,
+        "augmentation": [step.name for step in augmentation],
         "freeze": {
             "name": experiment.task.freeze.name,
             "freeze_batch_norm": experiment.task.freeze.freeze_batch_norm,

@@ -1,11 +1,12 @@
 """TF1-faithful training input: TFRecords -> (preprocessed images, SSD targets).
 
 Per example, in TF1's order (`inputs.transform_input_data`): decode (Model Garden's
-`TfExampleDecoder`, the keys the data stage writes), augmentation (random horizontal flip with the
-boxes flipped), the model's preprocessing (TF1 legacy bilinear resize to the input size, then
-`x * 2/255 - 1`), then target assignment against the TF1-ordered anchors. Model Garden's
-`retinanet_input.Parser` is not used: it normalises with ImageNet mean/std, pads to keep the aspect
-ratio and labels Model Garden's own multi-level anchors.
+`TfExampleDecoder`, the keys the data stage writes), augmentation (the pipeline.config's
+`data_augmentation_options` in its order, as TF1's preprocessor computes them:
+`pipeline.training.augmentation`), the model's preprocessing (TF1 legacy bilinear resize to the
+input size, then `x * 2/255 - 1`), then target assignment against the TF1-ordered anchors. Model
+Garden's `retinanet_input.Parser` is not used: it normalises with ImageNet mean/std, pads to keep
+the aspect ratio and labels Model Garden's own multi-level anchors.
 
 The stream is a pure function of its position: files are read in sorted order, shuffled with a
 fixed seed and every random choice is a stateless function of (seed, example index). A resumed run
@@ -23,6 +24,7 @@ import tensorflow as tf
 from official.vision.dataloaders import tf_example_decoder
 
 from pipeline.errors import PipelineError
+from pipeline.training import augmentation as augmentation_lib
 from pipeline.training.targets import TF1TargetAssigner
 
 PreprocessFn = Callable[[tf.Tensor], tf.Tensor]
@@ -37,7 +39,8 @@ class InputSettings:
     is_training: bool = True
     shuffle_buffer_size: int = 1024
     seed: int = 0
-    random_horizontal_flip: bool = True
+    # TF1 data_augmentation_options, applied in order when is_training.
+    augmentation: tuple[augmentation_lib.Step, ...] = augmentation_lib.DEFAULT_STEPS
     skip_crowd: bool = False  # TF1 trains on crowd boxes too
     skip_examples: int = 0  # examples already consumed (resume)
     drop_remainder: bool = True
@@ -56,11 +59,7 @@ def list_files(pattern: str) -> list[str]:
     return files
 
 
-def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """TF1 `random_horizontal_flip`'s transform: mirror the image and the normalised boxes."""
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    flipped = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
-    return tf.image.flip_left_right(image), flipped
+horizontal_flip = augmentation_lib.horizontal_flip
 
 
 def build_dataset(
@@ -117,11 +116,10 @@ def build_dataset(
             num_classes,
             message=f"TFRecord class/label exceeds the model's num_classes ({num_classes})",
         )
-        if settings.is_training and settings.random_horizontal_flip:
+        if settings.is_training and settings.augmentation:
             seed = tf.stack([tf.constant(settings.seed, tf.int64), index])
-            draw = tf.random.stateless_uniform([], seed=seed)
-            image, boxes = tf.cond(
-                draw < 0.5, lambda: horizontal_flip(image, boxes), lambda: (image, boxes)
+            image, boxes, classes = augmentation_lib.augment(
+                settings.augmentation, seed, image, boxes, classes
             )
         model_input = preprocess(image[None])[0]
         return model_input, assigner(boxes, classes)

@@ -154,6 +154,17 @@ class SSDFinetuneTask(base_task.Task):
         step = int(reader.get_tensor("global_step/.ATTRIBUTES/VARIABLE_VALUE"))
         return step * params.global_batch_size
 
+    def augmentation_steps(self, params: SSDDataConfig) -> tuple:
+        """The TF1 data_augmentation_options this run applies (train.augmentation)."""
+        from pipeline.training.augmentation import resolve_steps
+
+        return resolve_steps(
+            self.task_config.converted_dir,
+            params.augmentation_from_pipeline_config,
+            params.augmentation_options,
+            params.augmentation_skip,
+        )
+
     def build_inputs(self, params: SSDDataConfig, input_context=None) -> tf.data.Dataset:
         if input_context is not None:
             batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
@@ -167,7 +178,7 @@ class SSDFinetuneTask(base_task.Task):
             is_training=bool(params.is_training),
             shuffle_buffer_size=params.shuffle_buffer_size,
             seed=params.seed,
-            random_horizontal_flip=params.random_horizontal_flip,
+            augmentation=self.augmentation_steps(params) if params.is_training else (),
             skip_crowd=params.skip_crowd,
             skip_examples=self._consumed_examples(params),
             drop_remainder=params.drop_remainder,

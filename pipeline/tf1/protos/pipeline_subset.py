@@ -27,6 +27,70 @@ _SCALARS = {
     "string": _F.TYPE_STRING,
 }
 
+# PreprocessingStep's oneof (object_detection/protos/preprocessor.proto, OD API 2.8), in order.
+_PREPROCESSING_STEP_NUMBERS = tuple(
+    (name, number)
+    for number, name in enumerate(
+        (
+            "normalize_image",
+            "random_horizontal_flip",
+            "random_pixel_value_scale",
+            "random_image_scale",
+            "random_rgb_to_gray",
+            "random_adjust_brightness",
+            "random_adjust_contrast",
+            "random_adjust_hue",
+            "random_adjust_saturation",
+            "random_distort_color",
+            "random_jitter_boxes",
+            "random_crop_image",
+            "random_pad_image",
+            "random_crop_pad_image",
+            "random_crop_to_aspect_ratio",
+            "random_black_patches",
+            "random_resize_method",
+            "scale_boxes_to_pixel_coordinates",
+            "resize_image",
+            "subtract_channel_mean",
+            "ssd_random_crop",
+            "ssd_random_crop_pad",
+            "ssd_random_crop_fixed_aspect_ratio",
+            "ssd_random_crop_pad_fixed_aspect_ratio",
+            "random_vertical_flip",
+            "random_rotation90",
+            "rgb_to_gray",
+            "convert_class_logits_to_softmax",
+            "random_absolute_pad_image",
+            "random_self_concat_image",
+            "autoaugment_image",
+            "drop_label_probabilistically",
+            "remap_labels",
+            "random_jpeg_quality",
+            "random_downscale_to_target_pixels",
+            "random_patch_gaussian",
+            "random_square_crop_by_scale",
+            "random_scale_crop_and_pad_to_square",
+            "adjust_gamma",
+        ),
+        start=1,
+    )
+)
+# The options declared with their fields (the message type each takes).
+_PREPROCESSING_STEPS = {
+    "random_horizontal_flip": "RandomHorizontalFlip",
+    "random_image_scale": "RandomImageScale",
+    "random_rgb_to_gray": "RandomRGBtoGray",
+    "random_adjust_brightness": "RandomAdjustBrightness",
+    "random_adjust_contrast": "RandomAdjustContrast",
+    "random_adjust_hue": "RandomAdjustHue",
+    "random_adjust_saturation": "RandomAdjustSaturation",
+    "random_distort_color": "RandomDistortColor",
+    "random_crop_image": "RandomCropImage",
+    "random_pad_image": "RandomPadImage",
+    "random_black_patches": "RandomBlackPatches",
+    "ssd_random_crop": "SSDRandomCrop",
+}
+
 # message name -> {"fields": [(name, number, type, default-or-None, repeated?)],
 #                  "oneofs": {oneof name: [field names]}, "enums": {enum name: [values]}}
 # A type that is not a scalar names a message or enum of this file ("Outer.Inner" for nested).
@@ -53,8 +117,80 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         "fields": [
             ("batch_size", 1, "int32", 32),
             ("fine_tune_checkpoint", 7, "string", ""),
+            ("data_augmentation_options", 2, "PreprocessingStep", None, True),
             ("num_steps", 9, "int32", 0),
             ("fine_tune_checkpoint_type", 22, "string", ""),
+        ]
+    },
+    # object_detection/protos/preprocessor.proto: every option of the oneof is declared (so a
+    # config's option is recognised by name); the options fine-tuning implements
+    # (pipeline.training.augmentation) have their fields, the others none.
+    "PreprocessingStep": {
+        "fields": [
+            (name, number, _PREPROCESSING_STEPS.get(name, "OtherPreprocessingStep"))
+            for name, number in _PREPROCESSING_STEP_NUMBERS
+        ],
+        "oneofs": {"preprocessing_step": [name for name, _ in _PREPROCESSING_STEP_NUMBERS]},
+    },
+    "OtherPreprocessingStep": {"fields": []},
+    "RandomHorizontalFlip": {
+        "fields": [
+            ("keypoint_flip_permutation", 1, "int32", None, True),
+            ("probability", 2, "float", 0.5),
+        ]
+    },
+    "RandomImageScale": {
+        "fields": [("min_scale_ratio", 1, "float", 0.5), ("max_scale_ratio", 2, "float", 2.0)]
+    },
+    "RandomRGBtoGray": {"fields": [("probability", 1, "float", 0.1)]},
+    "RandomAdjustBrightness": {"fields": [("max_delta", 1, "float", 0.2)]},
+    "RandomAdjustContrast": {
+        "fields": [("min_delta", 1, "float", 0.8), ("max_delta", 2, "float", 1.25)]
+    },
+    "RandomAdjustHue": {"fields": [("max_delta", 1, "float", 0.02)]},
+    "RandomAdjustSaturation": {
+        "fields": [("min_delta", 1, "float", 0.8), ("max_delta", 2, "float", 1.25)]
+    },
+    "RandomDistortColor": {"fields": [("color_ordering", 1, "int32", 0)]},
+    "RandomCropImage": {
+        "fields": [
+            ("min_object_covered", 1, "float", 1.0),
+            ("min_aspect_ratio", 2, "float", 0.75),
+            ("max_aspect_ratio", 3, "float", 1.33),
+            ("min_area", 4, "float", 0.1),
+            ("max_area", 5, "float", 1.0),
+            ("overlap_thresh", 6, "float", 0.3),
+            ("clip_boxes", 8, "bool", True),
+            ("random_coef", 7, "float", 0.0),
+        ]
+    },
+    "RandomPadImage": {
+        "fields": [
+            ("min_image_height", 1, "int32"),
+            ("min_image_width", 2, "int32"),
+            ("max_image_height", 3, "int32"),
+            ("max_image_width", 4, "int32"),
+            ("pad_color", 5, "float", None, True),
+        ]
+    },
+    "RandomBlackPatches": {
+        "fields": [
+            ("max_black_patches", 1, "int32", 10),
+            ("probability", 2, "float", 0.5),
+            ("size_to_image_ratio", 3, "float", 0.1),
+        ]
+    },
+    "SSDRandomCrop": {"fields": [("operations", 1, "SSDRandomCropOperation", None, True)]},
+    "SSDRandomCropOperation": {
+        "fields": [
+            ("min_object_covered", 1, "float"),
+            ("min_aspect_ratio", 2, "float"),
+            ("max_aspect_ratio", 3, "float"),
+            ("min_area", 4, "float"),
+            ("max_area", 5, "float"),
+            ("overlap_thresh", 6, "float"),
+            ("clip_boxes", 8, "bool", True),
+            ("random_coef", 7, "float"),
         ]
     },
     "DetectionModel": {
