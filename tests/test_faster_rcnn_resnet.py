@@ -54,6 +54,47 @@ def test_unit_strides_and_rates_follow_stack_blocks_dense() -> None:
     assert [unit[3:] for unit in unit_plan((SECOND_STAGE_BLOCK,), None)] == [(1, 1)] * 3
 
 
+def test_every_supported_type_has_an_extractor_and_a_diagnosis() -> None:
+    from pipeline.conversion.faster_rcnn.parity import StageParity, diagnose
+    from pipeline.modeling.faster_rcnn.extractors import FEATURE_EXTRACTORS
+    from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES, FasterRCNNSpec
+
+    assert set(FEATURE_EXTRACTORS) == set(SUPPORTED_ARCHITECTURES)
+    extractor = FEATURE_EXTRACTORS["faster_rcnn_resnet101"]
+    spec = FasterRCNNSpec(architecture="faster_rcnn_resnet101")
+    assert extractor.first_stage_scope(spec) == "FirstStageFeatureExtractor/resnet_v1_101"
+    failing = StageParity("a.jpg", {}, None, "rpn_box_encodings", False)
+    (note,) = diagnose([failing], extractor.first_stage_causes)
+    assert "channel-mean subtraction, the ResNet v1 first stage" in note
+
+
+def test_box_decoding_equals_a_tf1_session_bit_for_bit() -> None:
+    """A TF1 session's grappler turns `x / 10.0` into `x * (1 / 10.0)`: the Faster R-CNN decoder
+    multiplies by the reciprocals (without, 1-4 ulp differences in proposals flipped a
+    crop_and_resize border sample and a ResNet101 detection)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipeline.modeling.postprocess import decode_tf1_boxes
+
+    rng = np.random.default_rng(0)
+    codes = rng.normal(0.0, 3.0, [4096, 4]).astype(np.float32)
+    corner = rng.uniform(0.0, 500.0, [4096, 2]).astype(np.float32)
+    anchors = np.concatenate([corner, corner + rng.uniform(8.0, 300.0, [4096, 2])], axis=1)
+    anchors = anchors.astype(np.float32)
+    scales = (10.0, 10.0, 5.0, 5.0)
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = [tf.compat.v1.placeholder(tf.float32, [None, 4]) for _ in range(2)]
+        decoded = decode_tf1_boxes(inputs[0], inputs[1], scales)
+    with tf.compat.v1.Session(graph=graph) as session:
+        tf1 = session.run(decoded, {inputs[0]: codes, inputs[1]: anchors})
+    reciprocal = decode_tf1_boxes(tf.constant(codes), tf.constant(anchors), scales, True).numpy()
+    divided = decode_tf1_boxes(tf.constant(codes), tf.constant(anchors), scales).numpy()
+    assert np.array_equal(reciprocal, tf1)
+    assert not np.array_equal(divided, tf1)
+
+
 @pytest.mark.parametrize("architecture", sorted(ZOOS))
 def test_every_zoo_variable_maps(tf1_zoo_dir: Path, architecture: str) -> None:
     """Every variable of the real zoo index has its place in the model built from the zoo's
