@@ -108,15 +108,16 @@ def tf1_reference_python() -> Path:
 
 @pytest.fixture(scope="session")
 def tf1_reference_export(tf1_reference_python: Path, tmp_path_factory: pytest.TempPathFactory):
-    """make_zoo_dir(pipeline_config, seed=0) -> a zoo directory exported by the TF1 OD API's own
-    exporter (frozen graph, model.ckpt.*, saved_model/, pipeline.config), cached per session.
+    """make_zoo_dir(pipeline_config, seed=0, checkpoint=None) -> a zoo directory exported by the
+    TF1 OD API's own exporter (frozen graph, model.ckpt.*, saved_model/, pipeline.config), cached
+    per session; with `checkpoint` (a TF1 checkpoint prefix) its weights instead of seeded ones.
     Treat the result as read-only: copy it before changing it."""
     import subprocess
 
-    made: dict[tuple[str, int], Path] = {}
+    made: dict[tuple[str, int, str], Path] = {}
 
-    def make_zoo_dir(pipeline_config: Path, seed: int = 0) -> Path:
-        key = (str(Path(pipeline_config).resolve()), seed)
+    def make_zoo_dir(pipeline_config: Path, seed: int = 0, checkpoint: Path | None = None) -> Path:
+        key = (str(Path(pipeline_config).resolve()), seed, str(checkpoint))
         if key not in made:
             out = tmp_path_factory.mktemp("tf1_export") / Path(pipeline_config).stem
             command = [
@@ -128,6 +129,7 @@ def tf1_reference_export(tf1_reference_python: Path, tmp_path_factory: pytest.Te
                 str(out),
                 "--seed",
                 str(seed),
+                *(["--checkpoint", str(checkpoint)] if checkpoint else []),
             ]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
@@ -136,3 +138,57 @@ def tf1_reference_export(tf1_reference_python: Path, tmp_path_factory: pytest.Te
         return made[key]
 
     return make_zoo_dir
+
+
+@pytest.fixture
+def two_coco_images(coco_tiny: Path, tmp_path: Path) -> Path:
+    """A folder holding the first 2 coco_tiny val2017 images (sorted by name)."""
+    import shutil
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((coco_tiny / "val2017").glob("*.jpg"))[:2]:
+        shutil.copyfile(path, images / path.name)
+    return images
+
+
+def check_faster_rcnn_parity(parity: dict, num_images: int = 2) -> None:
+    """A Faster R-CNN parity report passed every stage within the tolerances, top-50 matched."""
+    assert parity["passed"] is True and parity["num_images"] == num_images, parity["diagnosis"]
+    for stage in ("rpn_box_encodings", "rpn_objectness", "proposals", "box_encodings",
+                  "class_logits"):  # fmt: skip
+        figures = parity[stage]
+        assert figures["max_abs_diff"] <= 1e-4 * max(1.0, figures["max_abs_tf1"]), stage
+    assert parity["detections_checked"] == parity["detections_matched"] == 50 * num_images
+    assert parity["detections_min_iou"] >= 0.999 and parity["detections_max_score_diff"] <= 1e-4
+
+
+@pytest.fixture(scope="session")
+def faster_rcnn_parity_check():
+    """`check_faster_rcnn_parity(parity, num_images=2)` (test modules cannot import conftest)."""
+    return check_faster_rcnn_parity
+
+
+@pytest.fixture(scope="session")
+def small_faster_rcnn_config(tf1_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """small_faster_rcnn_config(zoo name) -> a copy of that zoo model's pipeline.config with
+    keep_aspect_ratio 320..512 (fast on 2 cores) and second-stage score threshold 0 (random
+    weights score low); one file per name and session (read-only)."""
+    root = tmp_path_factory.mktemp("small_configs")
+
+    def write(name: str) -> Path:
+        path = root / f"{name}.config"
+        if path.exists():
+            return path
+        text = (tf1_zoo_dir / name / "pipeline.config").read_text()
+        for old, new in (
+            ("min_dimension: 600", "min_dimension: 320"),
+            ("max_dimension: 1024", "max_dimension: 512"),
+            ("score_threshold: 0.300000011921", "score_threshold: 0.0"),
+        ):
+            assert old in text, f"{name}/pipeline.config has no `{old}`"
+            text = text.replace(old, new)
+        path.write_text(text)
+        return path
+
+    return write

@@ -1,5 +1,6 @@
 """Faster R-CNN Inception v2: config, mapping, TF1 post-processing semantics and stage-by-stage
-parity with real TF1 graphs (the TF 1.8 user export and a TF1 OD API reference export)."""
+parity with real TF1 graphs (the TF 1.8 user export and a TF1 OD API reference export).
+ResNet v1 backbones: test_faster_rcnn_resnet.py."""
 
 from __future__ import annotations
 
@@ -43,8 +44,6 @@ def test_zoo_and_user_configs(tf1_zoo_dir: Path, user_export: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "field", "what"),
     [
-        ("od_api/sample_configs/faster_rcnn_resnet50_coco.config", "feature_extractor.type",
-         "faster_rcnn_resnet50"),
         ("tf1_zoo/mask_rcnn_inception_v2_coco_2018_01_28/pipeline.config",
          "predict_instance_masks", "Mask R-CNN"),
         ("tf1_zoo/faster_rcnn_inception_resnet_v2_atrous_coco_2018_01_28/pipeline.config",
@@ -139,33 +138,20 @@ def user_synthetic(user_export: Path, tmp_path_factory: pytest.TempPathFactory) 
     return make_synthetic_zoo_dir(user_export, tmp_path_factory.mktemp("frcnn") / USER)
 
 
-def _two_images(coco_tiny: Path, tmp_path: Path) -> Path:
-    images = tmp_path / "images"
-    images.mkdir()
-    for path in sorted((coco_tiny / "val2017").glob("*.jpg"))[:2]:
-        shutil.copyfile(path, images / path.name)
-    return images
-
-
-def _check_parity(parity: dict) -> None:
-    assert parity["passed"] is True and parity["num_images"] == 2, parity["diagnosis"]
-    for stage in ("rpn_box_encodings", "rpn_objectness", "proposals", "box_encodings",
-                  "class_logits"):  # fmt: skip
-        figures = parity[stage]
-        assert figures["max_abs_diff"] <= 1e-4 * max(1.0, figures["max_abs_tf1"]), stage
-    assert parity["detections_checked"] == parity["detections_matched"] == 100
-    assert parity["detections_min_iou"] >= 0.999 and parity["detections_max_score_diff"] <= 1e-4
-
-
 @pytest.mark.slow
 def test_tf1_8_user_export_parity_predict_evaluate(
-    user_synthetic: Path, coco_tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    user_synthetic: Path,
+    coco_tiny: Path,
+    two_coco_images: Path,
+    faster_rcnn_parity_check,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The real TF 1.8 graph (synthetic weights of its exact layout) against the conversion,
     stage by stage on 2 COCO images; then predict and evaluate on the converted directory."""
     from pipeline.cli import main
 
-    images = _two_images(coco_tiny, tmp_path)
+    images = two_coco_images
     out = tmp_path / "converted"
     args = ["convert", "--tf1-dir", str(user_synthetic), "--out", str(out), "--verify-images",
             str(images), "--no-progress"]  # fmt: skip
@@ -173,7 +159,7 @@ def test_tf1_8_user_export_parity_predict_evaluate(
     assert "356/357 TF1 variables mapped" in capsys.readouterr().out
     report = json.loads((out / "conversion_report.json").read_text())
     assert report["complete"] and report["tf2"]["uninitialised"] == []
-    _check_parity(report["parity"])
+    faster_rcnn_parity_check(report["parity"])
 
     assert main(["predict", "--model", str(out), "--images", str(images), "--out",
                  str(tmp_path / "pred.json"), "--no-progress"]) == 0  # fmt: skip
@@ -247,24 +233,18 @@ def test_diagnosis_names_the_first_disagreeing_stage(
 
 @pytest.mark.slow
 def test_tf1_reference_export_parity(
-    tf1_reference_export, tf1_zoo_dir: Path, coco_tiny: Path, tmp_path: Path
-) -> None:
+    tf1_reference_export, small_faster_rcnn_config, two_coco_images: Path,
+    faster_rcnn_parity_check, tmp_path: Path,
+) -> None:  # fmt: skip
     """A zoo-config model exported by the TF1 OD API's own (2.x-era) exporter: NMS before
     clipping. Smaller keep_aspect_ratio bounds and score threshold 0 (random weights score low)."""
     from pipeline.conversion.convert import convert
 
-    text = (tf1_zoo_dir / ZOO / "pipeline.config").read_text()
-    text = text.replace("min_dimension: 600", "min_dimension: 320")
-    text = text.replace("max_dimension: 1024", "max_dimension: 512")
-    text = text.replace("score_threshold: 0.300000011921", "score_threshold: 0.0")
-    config = tmp_path / "pipeline.config"
-    config.write_text(text)
-    export = tf1_reference_export(config)
-    report = convert(export, tmp_path / "out", verify_images=_two_images(coco_tiny, tmp_path),
-                     progress=False)  # fmt: skip
+    export = tf1_reference_export(small_faster_rcnn_config(ZOO))
+    report = convert(export, tmp_path / "out", verify_images=two_coco_images, progress=False)
     assert report["post_processing"]["box_clipping"] == "after_nms"
     assert report["complete"] and report["tf1"]["mapped"] == 356
-    _check_parity(report["parity"])
+    faster_rcnn_parity_check(report["parity"])
 
 
 def test_converted_faster_rcnn_dir_is_described_and_not_fine_tuned(tmp_path: Path) -> None:

@@ -10,7 +10,10 @@ from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
 from pipeline.tf1.weights import WEIGHTS_CHOICES
 
 NAME = "convert"
-HELP = "convert a TF1 SSD MobileNet or Faster R-CNN Inception v2 checkpoint to a Model Garden model"
+HELP = (
+    "convert a TF1 SSD MobileNet or Faster R-CNN (Inception v2, ResNet50/101) checkpoint to a "
+    "Model Garden model"
+)
 DESCRIPTION = (
     "Read a TF1 Object Detection model directory (a checkpoint, frozen graph or SavedModel + "
     "its pipeline config), build the equivalent Model Garden RetinaNetModel (SSD) or "

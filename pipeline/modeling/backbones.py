@@ -35,6 +35,7 @@ from official.vision.modeling.layers import nn_blocks, nn_layers
 
 from pipeline.modeling import inception
 from pipeline.modeling import mobilenet_defs as defs
+from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
@@ -75,7 +76,7 @@ BACKBONE_TYPES = {inception.ARCHITECTURE: inception.BACKBONE_TYPE}
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class TF1MobileNetBackbone(tf_keras.Model):
+class TF1MobileNetBackbone(TF1FunctionalModel):
     """The MobileNet part of a TF1 `ssd_mobilenet_v1` / `_v2` / `_v3_large` / `_v3_small`
     feature extractor."""
 
@@ -125,9 +126,7 @@ class TF1MobileNetBackbone(tf_keras.Model):
             endpoints = self._mobilenet_v2_v3(inputs, layout, defs.V3_DETECTION[architecture])
         else:
             endpoints = self._mobilenet_v1(inputs, layout)
-        super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-        self._output_specs = {level: t.get_shape() for level, t in endpoints.items()}
-        self.tf1_layout = layout
+        self._finish(inputs, endpoints, layout, self._config_dict, **kwargs)
 
     def _expanded_conv(
         self,
@@ -285,19 +284,6 @@ class TF1MobileNetBackbone(tf_keras.Model):
             if index in _V1_TAPS:
                 endpoints[_V1_TAPS[index]] = x
         return endpoints
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._config_dict)
-
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: Any = None
-    ) -> TF1MobileNetBackbone:
-        return cls(**config)
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ from official.vision.modeling.decoders import factory
 from official.vision.modeling.layers import nn_blocks
 
 from pipeline.modeling.backbones import LAST_ENDPOINT, SCOPES
+from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.mobilenet_defs import SSD_LAYER_DEPTHS, floor_depth
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
@@ -29,7 +30,7 @@ DECODER_TYPE = "tf1_ssd_extra_layers"
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class SSDExtraLayers(tf_keras.Model):
+class SSDExtraLayers(TF1FunctionalModel):
     """{'4': stride 16, '5': stride 32} -> {'4', ..., str(3 + num_layers)}."""
 
     def __init__(
@@ -108,20 +109,7 @@ class SSDExtraLayers(tf_keras.Model):
                 x = block(x)
                 layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
             outputs[str(levels[0] + index)] = x
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self._output_specs = {level: t.get_shape() for level, t in outputs.items()}
-        self.tf1_layout = layout
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._config_dict)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> SSDExtraLayers:
-        return cls(**config)
+        self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 
 
 @dataclasses.dataclass

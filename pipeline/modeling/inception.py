@@ -31,6 +31,7 @@ from official.modeling import hyperparams, tf_utils
 from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 
+from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.mobilenet_defs import floor_depth
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
@@ -110,7 +111,7 @@ MIXED_BLOCKS: tuple[tuple[str, tuple[Branch, ...]], ...] = (
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class TF1InceptionV2Backbone(tf_keras.Model):
+class TF1InceptionV2Backbone(TF1FunctionalModel):
     """The Inception v2 part of a TF1 `ssd_inception_v2` feature extractor."""
 
     def __init__(
@@ -202,22 +203,7 @@ class TF1InceptionV2Backbone(tf_keras.Model):
             x = tf_keras.layers.Concatenate(axis=-1)(outputs)
             if block_name in TAPS:
                 endpoints[TAPS[block_name]] = x
-        super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-        self._output_specs = {level: t.get_shape() for level, t in endpoints.items()}
-        self.tf1_layout = layout
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._config_dict)
-
-    @classmethod
-    def from_config(
-        cls, config: dict[str, Any], custom_objects: Any = None
-    ) -> TF1InceptionV2Backbone:
-        return cls(**config)
+        self._finish(inputs, endpoints, layout, self._config_dict, **kwargs)
 
 
 @dataclasses.dataclass

@@ -30,19 +30,31 @@ from official.vision.modeling.layers.detection_generator import MultilevelDetect
 
 
 def decode_tf1_boxes(
-    rel_codes: tf.Tensor, anchors: tf.Tensor, scales: Sequence[float]
+    rel_codes: tf.Tensor, anchors: tf.Tensor, scales: Sequence[float], reciprocal: bool = False
 ) -> tf.Tensor:
-    """TF1 FasterRcnnBoxCoder._decode: (ty, tx, th, tw) + anchors (ymin, xmin, ymax, xmax)."""
+    """TF1 FasterRcnnBoxCoder._decode: (ty, tx, th, tw) + anchors (ymin, xmin, ymax, xmax).
+
+    `reciprocal`: divide by the scale factors as multiplication by their float32 reciprocals.
+    A TF1 session runs grappler's constant folding, which rewrites `x / const` into
+    `x * (1 / const)` (`ReduceDivToReciprocalMul`); the two differ by an ulp now and then. The
+    Faster R-CNN graphs' top-level `Decode` ops get that rewrite: with it the proposals equal a
+    TF1 OD API export's bit for bit, without it they differ by 1-4 ulps, which is enough to flip
+    a crop_and_resize sample at the image border (see `pipeline.conversion.faster_rcnn.parity`).
+    SSD keeps the plain division its parity was measured with."""
     ymin_a, xmin_a, ymax_a, xmax_a = tf.unstack(anchors, axis=-1)
     height_a = ymax_a - ymin_a
     width_a = xmax_a - xmin_a
     ycenter_a = ymin_a + height_a / 2.0
     xcenter_a = xmin_a + width_a / 2.0
     ty, tx, th, tw = tf.unstack(rel_codes, axis=-1)
-    ty /= scales[0]
-    tx /= scales[1]
-    th /= scales[2]
-    tw /= scales[3]
+    if reciprocal:
+        inverse = [tf.constant(1.0, tf.float32) / tf.constant(s, tf.float32) for s in scales]
+        ty, tx, th, tw = ty * inverse[0], tx * inverse[1], th * inverse[2], tw * inverse[3]
+    else:
+        ty /= scales[0]
+        tx /= scales[1]
+        th /= scales[2]
+        tw /= scales[3]
     w = tf.exp(tw) * width_a
     h = tf.exp(th) * height_a
     ycenter = ty * height_a + ycenter_a

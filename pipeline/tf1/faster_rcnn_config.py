@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import (
+    BATCH_NORM_EPSILON,
     SUPPORTED_ARCHITECTURES,
     FasterRCNNSpec,
     GridAnchorSpec,
@@ -95,6 +96,7 @@ class _Translator(pipeline_config._Translator):
             min_dimension=min_dim,
             max_dimension=max_dim,
             resize_method=method,
+            batch_norm_epsilon=BATCH_NORM_EPSILON[fr.feature_extractor.type],
             anchors=self.anchors(fr),
             first_stage_kernel_size=int(fr.first_stage_box_predictor_kernel_size),
             first_stage_depth=int(fr.first_stage_box_predictor_depth),

@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from pipeline.errors import PipelineError
+from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as FASTER_RCNN_ARCHITECTURES
 from pipeline.modeling.spec import (
     SUPPORTED_ARCHITECTURES,
     AnchorSpec,
@@ -32,7 +33,9 @@ SUPPORTED_DESCRIPTION = (
     "ssd with feature_extractor.type "
     + ", ".join(SUPPORTED_ARCHITECTURES[:-1])
     + f" or {SUPPORTED_ARCHITECTURES[-1]}"
-    + " (and faster_rcnn with feature_extractor.type faster_rcnn_inception_v2)"
+    + " (and faster_rcnn with feature_extractor.type "
+    + " or ".join(FASTER_RCNN_ARCHITECTURES)
+    + ")"
 )
 _ACTIVATIONS = {"NONE": "linear", "RELU": "relu", "RELU_6": "relu6"}
 

@@ -84,6 +84,15 @@ def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0
         # bottleneck (MobileNetV2 `project`, no activation) preserves it with gain 1. He there
         # doubles the residual stream per block and amplifies float32 noise ~20x end to end.
         std = np.sqrt((1.0 if "/project/" in name else 2.0) / fan_in)
+        if "/bottleneck_v1/" in name and ("/conv3/" in name or "/shortcut/" in name):
+            # ResNet v1 adds a linear conv3 branch to a shortcut in every unit: at He gain the
+            # stream grows ~1.5x per unit (~1e4 in magnitude after resnet_v1_50's block4, every
+            # softmax saturated, proposal scores tied). Damped branch and projection keep the
+            # block3 features ~1 and the RPN logits < 10.
+            std = np.sqrt((0.0625 if "/conv3/" in name else 0.5) / fan_in)
+        if re.search(r"resnet_v1_\d+/conv1/weights$", name):
+            # ResNet v1 reads 0..255 images minus the channel means (std ~60), not [-1, 1].
+            std /= 64.0
         if in_box_predictor or in_class_predictor:
             # Heads are linear; `calibrate_heads` rescales them to a target output spread.
             std = np.sqrt(1.0 / fan_in)

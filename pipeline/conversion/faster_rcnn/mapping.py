@@ -18,7 +18,7 @@ from pipeline.conversion.mapping import (
     model_variables,
 )
 from pipeline.errors import PipelineError
-from pipeline.modeling.faster_rcnn.inception_v2 import FIRST_STAGE_SCOPE
+from pipeline.modeling.faster_rcnn.extractors import feature_extractor
 from pipeline.modeling.faster_rcnn.model import model_records
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.tf1.checkpoint import TF1Checkpoint
@@ -123,10 +123,11 @@ def _check_feature_extractor_scope(
             if n.startswith("FirstStageFeatureExtractor/")
         }
     )
-    if found and FIRST_STAGE_SCOPE not in found:
+    scope = feature_extractor(spec).first_stage_scope(spec)
+    if found and scope not in found:
         raise PipelineError(
             f"{config_source}: {_FR}.feature_extractor.type is {spec.architecture} (variables "
-            f"under {FIRST_STAGE_SCOPE}/) but {weights.location} holds "
+            f"under {scope}/) but {weights.location} holds "
             f"{', '.join(f + '/' for f in found)}; use the pipeline.config shipped with the "
             "checkpoint"
         )

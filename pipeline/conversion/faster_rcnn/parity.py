@@ -41,16 +41,16 @@ CLASS_LOGITS = "all_class_predictions_with_background"
 REQUIRED = (RPN_BOXES, RPN_CLASSES, BOX_ENCODINGS, CLASS_LOGITS,
             *DETECTION_TENSORS)  # fmt: skip
 STAGES = ("rpn_box_encodings", "rpn_objectness", "proposals", "box_encodings", "class_logits")
+_FIRST_STAGE = "the first-stage feature extractor"
 _STAGE_CAUSES = {
-    "rpn_box_encodings": "the input path (keep_aspect_ratio resize size and legacy sampling, "
-    "x*2/255-1), the Inception v2 first stage (separable stem, BN epsilon/scale, pools) or the "
-    "first-stage `Conv`/predictor mapping",
+    "rpn_box_encodings": "the input path (keep_aspect_ratio resize size and legacy sampling), "
+    "{first_stage} or the first-stage `Conv`/predictor mapping",
     "rpn_objectness": "the first-stage ClassPredictor mapping (2 logits per anchor, background "
     "first)",
     "proposals": "first-stage post-processing: grid anchor order/offset, anchor clipping, box "
     "decoding, the NMS clip order or thresholds, max proposals",
-    "box_encodings": "crop_and_resize / max pool, Mixed_5a-c or the SecondStageBoxPredictor "
-    "box mapping",
+    "box_encodings": "crop_and_resize / max pool, the second-stage feature extractor (Inception "
+    "v2 Mixed_5a-c, ResNet v1 block4) or the SecondStageBoxPredictor box mapping",
     "class_logits": "the SecondStageBoxPredictor ClassPredictor mapping",
 }
 
@@ -211,8 +211,9 @@ def compare_stages(name: str, tf1: dict[str, Any], tf2: dict[str, Any]) -> Stage
     return StageParity(name, stages, detections, failing, failing is None, moved)
 
 
-def diagnose(results: list[StageParity]) -> list[str]:
-    """One line per image that fails: the first stage that disagrees and what feeds it."""
+def diagnose(results: list[StageParity], first_stage: str = _FIRST_STAGE) -> list[str]:
+    """One line per image that fails: the first stage that disagrees and what feeds it
+    (`first_stage`: what the backbone's part is, `FeatureExtractor.first_stage_causes`)."""
     notes = []
     for result in results:
         stage = result.first_failing_stage
@@ -224,7 +225,7 @@ def diagnose(results: list[StageParity]) -> list[str]:
                 "against the proposals, score converter, NMS clip order, thresholds, limits)"
             )
         else:
-            cause = _STAGE_CAUSES[stage]
+            cause = _STAGE_CAUSES[stage].format(first_stage=first_stage)
         notes.append(f"{result.image}: first disagreeing stage `{stage}`: {cause}")
     return notes
 
@@ -246,7 +247,9 @@ def verify_faster_rcnn(
         compare_stages(path.name, tf1, run_tf2_stages(model, image, tf1["proposals"]))
         for (path, image), tf1 in zip(named, tf1_outputs, strict=True)
     ]
-    report = summarize(results, str(tf1_dir))
+    from pipeline.modeling.faster_rcnn.extractors import feature_extractor
+
+    report = summarize(results, str(tf1_dir), feature_extractor(model.spec).first_stage_causes)
     failing = {r.first_failing_stage for r in results} - {None}
     if failing and failing <= {"proposals", "detections"}:
         other = _other_era(model, named, tf1_outputs)
@@ -276,7 +279,9 @@ def _other_era(model: Any, named: list, tf1_outputs: list[dict]) -> str | None:
     return other if passed else None
 
 
-def summarize(results: list[StageParity], tf1_graph: str) -> dict[str, Any]:
+def summarize(
+    results: list[StageParity], tf1_graph: str, first_stage: str = _FIRST_STAGE
+) -> dict[str, Any]:
     report: dict[str, Any] = {"num_images": len(results), "tf1_graph": tf1_graph}
     for stage in STAGES:
         comparisons = [r.stages[stage] for r in results]
@@ -299,7 +304,7 @@ def summarize(results: list[StageParity], tf1_graph: str) -> dict[str, Any]:
     for key in ("checked", "matched", "min_iou", "max_score_diff"):
         report[f"detections_{key}"] = report["detections"][key]
     report["passed"] = bool(results) and all(r.passed for r in results)
-    report["diagnosis"] = diagnose(results)
+    report["diagnosis"] = diagnose(results, first_stage)
     report["images"] = [
         {
             "image": r.image,

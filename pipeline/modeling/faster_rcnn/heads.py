@@ -6,7 +6,8 @@ convs with bias: `FirstStageBoxPredictor/BoxEncodingPredictor` (4 per anchor) an
 `FirstStageBoxPredictor/ClassPredictor` (2 per anchor, background first, softmax). Both logits are
 kept, so the objectness is TF1's softmax exactly. Model Garden's `DetectionHead` (convs + FCs on
 ROI-aligned features) cannot host TF1's second stage, which runs the backbone's last blocks
-(Mixed_5a-c) on every crop, averages spatially and predicts with two FC layers
+(Inception v2 Mixed_5a-c, ResNet v1 block4; `extractors.py`) on every crop, averages
+spatially and predicts with two FC layers
 (`SecondStageBoxPredictor/{BoxEncodingPredictor,ClassPredictor}`). Outputs keep TF1's layouts:
 box encodings per class *without* a background slot ([B, N, num_classes * 4]) and class logits
 with background first ([B, N, num_classes + 1]).
@@ -20,7 +21,8 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from pipeline.modeling.faster_rcnn import inception_v2
+from pipeline.modeling.faster_rcnn.extractors import feature_extractor
+from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.tf1_layout import TF1Layout
 
 
@@ -73,34 +75,24 @@ class TF1BoxClassifierHead(tf_keras.layers.Layer):
 
     def __init__(
         self,
-        num_classes: int,
-        in_channels: int = 576,
-        depth_multiplier: float = 1.0,
-        min_depth: int = 16,
+        spec: FasterRCNNSpec,
+        in_channels: int,
         norm_momentum: float = 0.9997,
-        norm_epsilon: float = 0.001,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        num_classes = spec.num_classes
         self._config_dict = {
-            "num_classes": num_classes,
+            "spec": spec.to_dict(),
             "in_channels": in_channels,
-            "depth_multiplier": depth_multiplier,
-            "min_depth": min_depth,
             "norm_momentum": norm_momentum,
-            "norm_epsilon": norm_epsilon,
             "kernel_regularizer": kernel_regularizer,
         }
+        self._num_classes = num_classes
         layout = TF1Layout("detection_head")
-        self.extractor = inception_v2.build_second_stage_extractor(
-            in_channels,
-            layout,
-            depth_multiplier,
-            min_depth,
-            norm_momentum,
-            norm_epsilon,
-            kernel_regularizer,
+        self.extractor = feature_extractor(spec).second_stage(
+            in_channels, layout, spec, norm_momentum, kernel_regularizer
         )
         self.box_predictor = tf_keras.layers.Dense(
             num_classes * 4, kernel_regularizer=kernel_regularizer
@@ -124,8 +116,8 @@ class TF1BoxClassifierHead(tf_keras.layers.Layer):
         classes = self.class_predictor(pooled)
         boxes = self.box_predictor(pooled)
         return (
-            tf.reshape(classes, [batch, num_rois, self._config_dict["num_classes"] + 1]),
-            tf.reshape(boxes, [batch, num_rois, self._config_dict["num_classes"] * 4]),
+            tf.reshape(classes, [batch, num_rois, self._num_classes + 1]),
+            tf.reshape(boxes, [batch, num_rois, self._num_classes * 4]),
         )
 
     def get_config(self) -> dict[str, Any]:

@@ -22,9 +22,10 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 from official.modeling import hyperparams
-from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 
+from pipeline.modeling.faster_rcnn.first_stage import register_first_stage
+from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.tf1_layout import TF1Layout
 
 BACKBONE_TYPE = "tf1_faster_rcnn_inception_v2"
@@ -171,7 +172,7 @@ def _builder_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class TF1InceptionV2FirstStage(tf_keras.Model):
+class TF1InceptionV2FirstStage(TF1FunctionalModel):
     """Slim inception_v2_base up to Mixed_4e: {'4': [B, ceil(H/16), ceil(W/16), 576]}."""
 
     def __init__(
@@ -185,7 +186,7 @@ class TF1InceptionV2FirstStage(tf_keras.Model):
         **kwargs: Any,
     ) -> None:
         input_specs = input_specs or tf_keras.layers.InputSpec(shape=[None, None, None, 3])
-        self._config_dict = {
+        config = {
             "depth_multiplier": depth_multiplier,
             "min_depth": min_depth,
             "input_specs": input_specs,
@@ -194,25 +195,11 @@ class TF1InceptionV2FirstStage(tf_keras.Model):
             "kernel_regularizer": kernel_regularizer,
         }
         layout = TF1Layout("backbone")
-        build = _Builder(layout, **_builder_kwargs(self._config_dict))
+        build = _Builder(layout, **_builder_kwargs(config))
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         x = build.stem(inputs, FIRST_STAGE_SCOPE)
         x = build.blocks(x, FIRST_STAGE_SCOPE, FIRST_STAGE_BLOCKS)
-        endpoints = {FEATURE_LEVEL: x}
-        super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
-        self._output_specs = {level: t.get_shape() for level, t in endpoints.items()}
-        self.tf1_layout = layout
-
-    @property
-    def output_specs(self) -> dict[str, tf.TensorShape]:
-        return self._output_specs
-
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._config_dict)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Any:
-        return cls(**config)
+        self._finish(inputs, {FEATURE_LEVEL: x}, layout, config, **kwargs)
 
 
 def build_second_stage_extractor(
@@ -251,22 +238,4 @@ class BackboneConfig(hyperparams.OneOfConfig):
     )
 
 
-@factory.register_backbone_builder(BACKBONE_TYPE)
-def build_tf1_faster_rcnn_inception_v2(
-    input_specs: tf_keras.layers.InputSpec,
-    backbone_config: hyperparams.Config,
-    norm_activation_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden backbone factory entry: `factory.build_backbone(...)` with this type."""
-    if backbone_config.type != BACKBONE_TYPE:
-        raise ValueError(f"backbone type {backbone_config.type!r} is not {BACKBONE_TYPE!r}")
-    cfg = backbone_config.get()
-    return TF1InceptionV2FirstStage(
-        depth_multiplier=cfg.depth_multiplier,
-        min_depth=cfg.min_depth,
-        input_specs=input_specs,
-        norm_momentum=norm_activation_config.norm_momentum,
-        norm_epsilon=norm_activation_config.norm_epsilon,
-        kernel_regularizer=l2_regularizer,
-    )
+build_tf1_faster_rcnn_inception_v2 = register_first_stage(BACKBONE_TYPE, TF1InceptionV2FirstStage)

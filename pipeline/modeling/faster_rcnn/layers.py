@@ -216,8 +216,9 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
             tf.shape(anchors)[0], tf.shape(encodings)[1], "anchors do not match the RPN outputs"
         )
         boxes = decode_tf1_boxes(
-            encodings, tf.broadcast_to(anchors, tf.shape(encodings)), self._weights
-        )
+            encodings, tf.broadcast_to(anchors, tf.shape(encodings)), self._weights,
+            reciprocal=True,
+        )  # fmt: skip
         objectness = tf.nn.softmax(logits)[..., 1:2]
         proposals, scores, _, _ = tf1_batch_nms(
             boxes[:, :, None, :], objectness, window, self._nms, self.box_clipping,
@@ -305,7 +306,7 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
         # ops.normalized_to_image_coordinates: the absolute proposals TF1 decodes against.
         absolute = _scale_boxes(proposals, size[:, 0:1], size[:, 1:2])
         tiled = tf.broadcast_to(absolute[:, :, None, :], tf.shape(encodings))
-        boxes = decode_tf1_boxes(encodings, tiled, self._weights)
+        boxes = decode_tf1_boxes(encodings, tiled, self._weights, reciprocal=True)
         scores = convert_scores(raw_scores, self._converter, self._logit_scale, True)
         # Padded proposals are all-zero boxes; real ones never have zero area (TF1 pruned them).
         valid = _area(proposals) > 0.0

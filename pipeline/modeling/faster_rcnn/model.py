@@ -1,6 +1,7 @@
 """Assemble the Model Garden `MaskRCNNModel` (masks off) that reproduces a TF1 Faster R-CNN.
 
-The backbone comes out of Model Garden's factory (`tf1_faster_rcnn_inception_v2`); the RPN head,
+The backbone comes out of Model Garden's factory (`tf1_faster_rcnn_inception_v2` or
+`tf1_faster_rcnn_resnet_v1`, chosen by `extractors.py` from `feature_extractor.type`); the RPN head,
 box classifier head, proposal generator, crop-and-pool and second-stage generator are the TF1
 parts of `pipeline.modeling.faster_rcnn.{heads,layers}`, passed to MaskRCNNModel in the slots
 its stock parts occupy. `TF1FasterRCNNModel` subclasses it for one reason: TF1 images keep their
@@ -20,7 +21,7 @@ from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.modeling.maskrcnn_model import MaskRCNNModel
 
 from pipeline.errors import PipelineError
-from pipeline.modeling.faster_rcnn import inception_v2
+from pipeline.modeling.faster_rcnn.extractors import feature_extractor
 from pipeline.modeling.faster_rcnn.heads import TF1BoxClassifierHead, TF1RPNHead
 from pipeline.modeling.faster_rcnn.layers import (
     TF1CropAndPool,
@@ -33,6 +34,8 @@ from pipeline.modeling.preprocessing import resize_tf1
 from pipeline.modeling.tf1_layout import LayerRecord
 
 FEATURE_STRIDE = 16
+# The stride-16 feature map's Model Garden level (every backbone outputs only this one).
+FEATURE_LEVEL = "4"
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -50,7 +53,7 @@ class TF1FasterRCNNModel(MaskRCNNModel):
         height = (shape[1] + FEATURE_STRIDE - 1) // FEATURE_STRIDE
         width = (shape[2] + FEATURE_STRIDE - 1) // FEATURE_STRIDE
         anchors = grid_anchors(height, width, self.spec.anchors)
-        return {inception_v2.FEATURE_LEVEL: tf.reshape(anchors, [height, width, -1])}
+        return {FEATURE_LEVEL: tf.reshape(anchors, [height, width, -1])}
 
     def call(  # type: ignore[override]
         self,
@@ -96,26 +99,16 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
         )
     backbone = backbone_factory.build_backbone(
         input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
-        backbone_config=inception_v2.BackboneConfig(
-            tf1_faster_rcnn_inception_v2=inception_v2.TF1FasterRCNNInceptionV2Config(
-                depth_multiplier=spec.depth_multiplier, min_depth=spec.min_depth
-            )
-        ),
+        backbone_config=feature_extractor(spec).backbone_config(spec),
         norm_activation_config=_norm_activation(spec),
     )
-    channels = int(backbone.output_specs[inception_v2.FEATURE_LEVEL][-1])
+    channels = int(backbone.output_specs[FEATURE_LEVEL][-1])
     rpn_head = TF1RPNHead(
         num_anchors_per_location=spec.anchors.num_anchors_per_location,
         depth=spec.first_stage_depth,
         kernel_size=spec.first_stage_kernel_size,
     )
-    detection_head = TF1BoxClassifierHead(
-        num_classes=spec.num_classes,
-        in_channels=channels,
-        depth_multiplier=spec.depth_multiplier,
-        min_depth=spec.min_depth,
-        norm_epsilon=spec.batch_norm_epsilon,
-    )
+    detection_head = TF1BoxClassifierHead(spec, in_channels=channels)
     model = TF1FasterRCNNModel(
         spec,
         backbone=backbone,
@@ -136,8 +129,8 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
             spec.box_coder.scales,
             spec.box_clipping,
         ),
-        min_level=int(inception_v2.FEATURE_LEVEL),
-        max_level=int(inception_v2.FEATURE_LEVEL),
+        min_level=int(FEATURE_LEVEL),
+        max_level=int(FEATURE_LEVEL),
     )
     # Create every variable so that checkpoints restore eagerly (64 x 64 is the smallest
     # convenient input: TF1 requires >= 33 pixels).
@@ -179,15 +172,15 @@ def resized_size(height: tf.Tensor, width: tf.Tensor, spec: FasterRCNNSpec) -> t
 
 
 def preprocess(images: tf.Tensor, spec: FasterRCNNSpec) -> tuple[tf.Tensor, tf.Tensor]:
-    """uint8 [N, H, W, 3] (one size) -> (float32 [N, h, w, 3] in [-1, 1], image_shape [N, 2]).
+    """uint8 [N, H, W, 3] (one size) -> (float32 [N, h, w, 3], image_shape [N, 2]).
 
-    keep_aspect_ratio_resizer with TF1's legacy bilinear sampling, then Inception's
-    (2 / 255) * x - 1."""
+    keep_aspect_ratio_resizer with TF1's legacy bilinear sampling, then the feature extractor's
+    normalisation (Inception: (2 / 255) * x - 1; ResNet: channel means subtracted)."""
     shape = tf.shape(images)
     size = resized_size(shape[1], shape[2], spec)
     resized = resize_tf1(images, size, spec.resize_method)
     image_shape = tf.tile(size[None, :], [shape[0], 1])
-    return (2.0 / 255.0) * resized - 1.0, image_shape
+    return feature_extractor(spec).normalize(resized), image_shape
 
 
 def detection_outputs(model: TF1FasterRCNNModel, images: tf.Tensor) -> dict[str, tf.Tensor]:

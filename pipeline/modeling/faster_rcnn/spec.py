@@ -16,7 +16,18 @@ from typing import Any
 from pipeline.modeling.spec import BOX_CLIPPING_CHOICES, BoxCoderSpec, _from_dict, _to_jsonable
 
 FAMILY = "faster_rcnn"
-SUPPORTED_ARCHITECTURES = ("faster_rcnn_inception_v2",)
+SUPPORTED_ARCHITECTURES = (
+    "faster_rcnn_inception_v2",
+    "faster_rcnn_resnet50",
+    "faster_rcnn_resnet101",
+)
+# The BatchNorm epsilon each TF1 extractor hard-codes in its arg scope (Inception v2's
+# `inception_v2_arg_scope` default, ResNet's `resnet_arg_scope(batch_norm_epsilon=1e-5)`).
+BATCH_NORM_EPSILON = {
+    "faster_rcnn_inception_v2": 0.001,
+    "faster_rcnn_resnet50": 1e-5,
+    "faster_rcnn_resnet101": 1e-5,
+}
 
 __all__ = ["BOX_CLIPPING_CHOICES", "FAMILY", "FasterRCNNSpec", "GridAnchorSpec", "NMSSpec"]
 
