@@ -170,3 +170,18 @@ def test_a_one_level_difference_is_named_by_its_fpn_level(converted, coco_tiny: 
     assert report.images[0].class_logits.passed
     notes = " ".join(report.diagnosis)
     assert "levels [3] (P6 (fpn/bottom_up_Conv2d_14))" in notes
+
+
+def test_fine_tunes_and_freeze_choices_resolve(converted, coco_tiny: Path, tmp_path: Path) -> None:
+    from test_training_support import check_freezing_and_finetune
+
+    _, out, _ = converted
+    check_freezing_and_finetune(out, coco_tiny, tmp_path, num_classes=90)
+
+
+def test_zoo_entry_composes() -> None:
+    from pipeline.params import compose
+
+    zoo = compose(Path("conf"), ["zoo=ssd_mobilenet_v1_fpn_coco"]).zoo
+    assert zoo.architecture == "ssd_mobilenet_v1_fpn" and zoo.name == ZOO_MODEL
+    assert zoo.url == f"http://download.tensorflow.org/models/object_detection/{ZOO_MODEL}.tar.gz"
