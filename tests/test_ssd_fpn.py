@@ -65,6 +65,8 @@ def test_config_translates_to_the_fpn_spec(zoo: Path, od_api_configs: Path) -> N
          "multiscale_anchor_generator has levels 3..6"),
         ('type: "ssd_mobilenet_v1_fpn"', 'type: "ssd_mobilenet_v1"',
          "weight_shared_convolutional_box_predictor is supported with"),
+        ("max_total_detections: 100", "max_total_detections: 100\n        use_combined_nms: true",
+         "batch_non_max_suppression.use_combined_nms is true"),
     ],
 )  # fmt: skip
 def test_unsupported_options_name_their_field(
