@@ -22,6 +22,7 @@ CONFIGS = [
     "tf1_user_models/ssdlite_mobilenet_v2_train/pipeline.config",
     "tf1_user_models/ssd_mobilenet_v3_large_pose_export_tf1.14/pipeline.config",
     "tf1_zoo/ssd_inception_v2_coco_2018_01_28/pipeline.config",
+    "tf1_zoo/ssd_mobilenet_v1_fpn_shared_box_predictor_640x640_coco14_sync_2018_07_03/pipeline.config",
 ]
 
 

@@ -28,6 +28,7 @@ from pipeline.tf1.weights import WeightSource, as_weight_source
 
 _FE = "model.ssd.feature_extractor"
 _BP = "model.ssd.box_predictor.convolutional_box_predictor"
+_WS_BP = "model.ssd.box_predictor.weight_shared_convolutional_box_predictor"
 
 
 @dataclasses.dataclass
@@ -82,14 +83,21 @@ def _blame_shape(
 ) -> str:
     """The pipeline.config field(s) that decide the disagreeing dimension."""
     spatial = len(tf1_shape) == 4 and tf1_shape[:2] != tf2_shape[:2]
+    predictor = spec.box_predictor
     if record.module == "head":
+        box_predictor = _WS_BP if predictor.weight_shared else _BP
         if spatial:
-            return f"{_BP}.kernel_size ({spec.box_predictor.kernel_size})"
+            return f"{box_predictor}.kernel_size ({predictor.kernel_size})"
         if tf1_shape[-1] != tf2_shape[-1] and record.kind in ("conv_bias",):
-            anchors = "model.ssd.anchor_generator.ssd_anchor_generator (anchors per location)"
+            generator = "multiscale" if spec.anchors.multiscale else "ssd"
+            anchors = (
+                f"model.ssd.anchor_generator.{generator}_anchor_generator (anchors per location)"
+            )
             if record.class_dependent:
                 return f"model.ssd.num_classes ({spec.num_classes}) / {anchors}"
             return anchors
+        if predictor.weight_shared:
+            return f"{box_predictor}.depth ({predictor.depth}) / {_depth_fields(spec)}"
         return _depth_fields(spec)
     if record.module == "decoder" and spatial:
         return f"{_FE}.use_depthwise ({_bool(spec.feature_extractor.use_depthwise)})"
@@ -114,6 +122,9 @@ def _blame_unmapped(name: str, spec: SSDSpec) -> str:
         if name.startswith("BoxPredictor"):
             return f"{_BP}.use_depthwise ({_bool(spec.box_predictor.use_depthwise)})"
         return f"{_FE}.use_depthwise ({_bool(spec.feature_extractor.use_depthwise)})"
+    if name.startswith("WeightSharedConvolutionalBoxPredictor/"):
+        layers = spec.box_predictor.num_layers_before_predictor
+        return f"{_WS_BP}.num_layers_before_predictor ({layers})"
     if name.startswith("BoxPredictor"):
         layers = spec.anchors.num_layers
         return f"model.ssd.anchor_generator.ssd_anchor_generator.num_layers ({layers})"

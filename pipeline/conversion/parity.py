@@ -286,7 +286,7 @@ def _level_sizes(heads: Mapping[str, np.ndarray] | None, box_code_size: int = 4)
     """Anchors per feature map, from the TF1 box-encoding heads ([H, W, A*4]) in TF1 order."""
     if not heads:
         return []
-    names = [n for n in heads if n.endswith("BoxEncodingPredictor")]
+    names = [n for n in heads if n.endswith(("BoxEncodingPredictor", "/BoxPredictor"))]
 
     def key(name: str) -> tuple[int, str]:
         scope = name.split("/")[0]
@@ -302,8 +302,10 @@ def diagnose(
     tf2: Mapping[str, Any],
     result: ImageParity,
     level_sizes: Sequence[int] = (),
+    level_names: Sequence[str] = (),
 ) -> list[str]:
-    """Name the semantic difference that best explains a failed comparison on one image."""
+    """Name the semantic difference that best explains a failed comparison on one image.
+    `level_names`: what each level is (e.g. the FPN layer producing it), for the notes."""
     notes: list[str] = []
     box, cls = result.box_encodings, result.class_logits
     tf1_cls, tf2_cls = np.asarray(tf1["class_logits"]), np.asarray(tf2["class_logits"])
@@ -324,8 +326,13 @@ def diagnose(
             if b > box.tolerance or c > cls.tolerance
         ]
         if level_sizes and failing and failing != list(range(len(level_sizes))):
+            named = (
+                f" ({', '.join(level_names[i] for i in failing)})"
+                if len(level_names) == len(level_sizes)
+                else ""
+            )
             notes.append(
-                f"raw outputs differ only on feature-map levels {failing} (0 = finest): the "
+                f"raw outputs differ only on feature-map levels {failing}{named} (0 = finest): the "
                 f"layers feeding those maps (extra layers, their depthwise/kernel settings, "
                 f"padding) or those heads differ"
             )
@@ -488,6 +495,18 @@ def _outputs_fn(tf2: Any, spec: Any, tf1_zoo_dir: Path) -> OutputsFn:
     raise TypeError(f"cannot get TF2 outputs from {type(tf2).__name__}")
 
 
+def level_names(spec: Any) -> list[str]:
+    """For an FPN SSD, each level's name and the TF1 layer producing it ('P3 (fpn/smoothing_1)');
+    empty otherwise."""
+    if not getattr(spec, "is_fpn", False):
+        return []
+    from pipeline.modeling.decoders import fpn_level_scopes
+
+    fpn = spec.feature_extractor.fpn
+    scopes = fpn_level_scopes(fpn.min_level, fpn.max_level)
+    return [f"P{level} (fpn/{scopes[level]})" for level in sorted(scopes)]
+
+
 def verify_conversion(
     tf1_zoo_dir: str | os.PathLike[str],
     tf2: Any,
@@ -538,8 +557,8 @@ def verify_conversion(
             result = compare_image(name, tf1_out, tf2_out, sizes)
             results.append(result)
             if not result.passed and not diagnosis:
-                notes = diagnose(tf1_out, tf2_out, result, sizes)
                 hint_spec = _spec_of(tf2, spec, tf1_zoo_dir)
+                notes = diagnose(tf1_out, tf2_out, result, sizes, level_names(hint_spec))
                 if raw_passed(result) and hint_spec is not None:
                     hint = postprocessing_hint(tf1_out, hint_spec)
                     notes += [hint] if hint else []

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from pipeline.modeling.spec import AnchorSpec, SSDSpec
+from pipeline.modeling.spec import AnchorSpec, MultiscaleAnchorSpec, SSDSpec
 
 # The MobileNet SSD feature maps: output stride 16 and 32 from the base network, then one stride-2
 # extra layer per further map.
@@ -28,11 +28,23 @@ MIN_LEVEL = 4  # log2(16): Model Garden names feature maps by level
 
 
 def levels(spec: SSDSpec) -> list[int]:
+    multiscale = spec.anchors.multiscale
+    if multiscale is not None:
+        return list(range(multiscale.min_level, multiscale.max_level + 1))
     return list(range(MIN_LEVEL, MIN_LEVEL + spec.anchors.num_layers))
 
 
 def feature_map_shapes(spec: SSDSpec) -> list[tuple[int, int]]:
     """(H, W) of each SSD feature map for `spec.image_size`."""
+    if spec.anchors.multiscale is not None:
+        # FPN levels: level l has stride 2**l, each step a 'SAME' stride-2 conv (ceil(n/2)).
+        shapes = []
+        height, width = spec.image_size
+        for level in range(1, levels(spec)[-1] + 1):
+            height, width = -(-height // 2), -(-width // 2)
+            if level >= levels(spec)[0]:
+                shapes.append((height, width))
+        return shapes
     return grid_shapes(spec.image_size, spec.anchors.num_layers)
 
 
@@ -72,7 +84,17 @@ def box_specs(anchors: AnchorSpec) -> list[list[tuple[float, float]]]:
     return specs
 
 
+def multiscale_box_specs(multiscale: MultiscaleAnchorSpec) -> list[tuple[float, float]]:
+    """(scale, aspect ratio) of each anchor at a location, in TF1 order: GridAnchorGenerator's
+    `ops.meshgrid(scales, aspect_ratios)` flattened, aspect ratio major, scale fastest."""
+    scales = [2 ** (float(s) / multiscale.scales_per_octave)
+              for s in range(multiscale.scales_per_octave)]  # fmt: skip
+    return [(scale, aspect) for aspect in multiscale.aspect_ratios for scale in scales]
+
+
 def anchors_per_location(spec: SSDSpec) -> list[int]:
+    if spec.anchors.multiscale is not None:
+        return [len(multiscale_box_specs(spec.anchors.multiscale))] * len(levels(spec))
     return [len(layer) for layer in box_specs(spec.anchors)]
 
 
@@ -102,10 +124,37 @@ def _tile_anchors(
     return np.concatenate([centers - half, centers + half], axis=1).astype(f32)
 
 
+def _multiscale_anchor_boxes_per_layer(spec: SSDSpec) -> list[np.ndarray]:
+    """`MultiscaleGridAnchorGenerator._generate`: per level a GridAnchorGenerator with base size
+    2**level * anchor_scale, stride 2**level, offset stride / 2 (when the image size is a multiple
+    of the stride, else 0), then `to_normalized_coordinates` (a multiply by 1 / size)."""
+    f32 = np.float32
+    multiscale = spec.anchors.multiscale
+    assert multiscale is not None
+    im_height, im_width = spec.image_size
+    layer_specs = multiscale_box_specs(multiscale)
+    result = []
+    for level, grid in zip(levels(spec), feature_map_shapes(spec), strict=True):
+        stride = 2.0**level
+        base = f32(stride * multiscale.anchor_scale)
+        offset = (
+            f32(stride / 2.0) if im_height % stride == 0 else f32(0.0),
+            f32(stride / 2.0) if im_width % stride == 0 else f32(0.0),
+        )
+        boxes = _tile_anchors(grid, layer_specs, (base, base), (f32(stride), f32(stride)), offset)
+        scale = np.array(
+            [f32(1) / f32(im_height), f32(1) / f32(im_width)] * 2, dtype=f32
+        )  # ymin, xmin, ymax, xmax
+        result.append((boxes * scale).astype(f32))
+    return result
+
+
 def tf1_anchor_boxes_per_layer(spec: SSDSpec) -> list[np.ndarray]:
     """One [H*W*A, 4] array per feature map, normalized (ymin, xmin, ymax, xmax)."""
     f32 = np.float32
     anchors = spec.anchors
+    if anchors.multiscale is not None:
+        return _multiscale_anchor_boxes_per_layer(spec)
     shapes = feature_map_shapes(spec)
     im_height, im_width = f32(spec.image_size[0]), f32(spec.image_size[1])
     if anchors.anchor_strides:

@@ -57,10 +57,13 @@ _V1_BLOCKS = (
     (1, 1024),
 )
 _V1_TAPS = {11: "4", 13: "5"}
+# SSDMobileNetV1FpnFeatureExtractor's FPN inputs: Conv2d_{3,5,11,13}_pointwise for levels 2..5.
+_V1_FPN_TAPS = {3: "2", 5: "3", 11: "4", 13: "5"}
 
 SCOPES = {
     "ssd_mobilenet_v2": "FeatureExtractor/MobilenetV2",
     "ssd_mobilenet_v1": "FeatureExtractor/MobilenetV1",
+    "ssd_mobilenet_v1_fpn": "FeatureExtractor/MobilenetV1",
     **{architecture: "FeatureExtractor/MobilenetV3" for architecture in defs.V3_DETECTION},
     inception.ARCHITECTURE: inception.SCOPE,
 }
@@ -68,6 +71,7 @@ SCOPES = {
 LAST_ENDPOINT = {
     "ssd_mobilenet_v2": "layer_19",
     "ssd_mobilenet_v1": "Conv2d_13_pointwise",
+    "ssd_mobilenet_v1_fpn": "Conv2d_13_pointwise",
     **{architecture: v3.last_endpoint for architecture, v3 in defs.V3_DETECTION.items()},
     inception.ARCHITECTURE: inception.LAST_ENDPOINT,
 }
@@ -257,6 +261,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
     def _mobilenet_v1(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
         cfg = self._config_dict
         scope = SCOPES["ssd_mobilenet_v1"]
+        taps = _V1_FPN_TAPS if cfg["architecture"] == "ssd_mobilenet_v1_fpn" else _V1_TAPS
 
         def depth(d: int) -> int:
             return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
@@ -281,8 +286,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 f"{scope}/Conv2d_{index}_depthwise", block, "_dwconv0", "_norm0", depthwise=True
             )
             layout.conv_bn(f"{scope}/Conv2d_{index}_pointwise", block, "_conv1", "_norm1")
-            if index in _V1_TAPS:
-                endpoints[_V1_TAPS[index]] = x
+            if index in taps:
+                endpoints[taps[index]] = x
         return endpoints
 
 

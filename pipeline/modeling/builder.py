@@ -27,10 +27,15 @@ from pipeline.errors import PipelineError
 from pipeline.modeling import anchors as anchor_lib
 from pipeline.modeling import inception
 from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
-from pipeline.modeling.decoders import DecoderConfig, SSDExtraLayersConfig
+from pipeline.modeling.decoders import (
+    FPN_DECODER_TYPE,
+    DecoderConfig,
+    SSDExtraLayersConfig,
+    TF1FPNConfig,
+)
 from pipeline.modeling.faster_rcnn.spec import FAMILY as FASTER_RCNN
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
-from pipeline.modeling.heads import SSDHead
+from pipeline.modeling.heads import SSDHead, WeightSharedHead
 from pipeline.modeling.postprocess import TF1DetectionGenerator
 from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES, SSDSpec
 
@@ -62,7 +67,11 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
     base_epsilon = extractor.batch_norm_epsilon if override else 0.001
     # mobilenet_v2/v3's conv defs set their activations inside any outer arg_scope;
     # mobilenet_v1 and inception_v2 take the overriding activation.
-    takes_activation = spec.architecture in ("ssd_mobilenet_v1", inception.ARCHITECTURE)
+    takes_activation = spec.architecture in (
+        "ssd_mobilenet_v1",
+        "ssd_mobilenet_v1_fpn",
+        inception.ARCHITECTURE,
+    )
     base_activation = extractor.activation if override and takes_activation else "relu6"
     base_scale = extractor.batch_norm_scale if override else True
     base_center = extractor.batch_norm_center if override else True
@@ -89,9 +98,26 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 batch_norm_center=base_center,
             ),
         )
-    return SSDModelConfig(
-        backbone=backbone,
-        decoder=DecoderConfig(
+    if spec.is_fpn:
+        fpn = extractor.fpn
+        assert fpn is not None
+        decoder = DecoderConfig(
+            type=FPN_DECODER_TYPE,
+            tf1_fpn=TF1FPNConfig(
+                architecture=spec.architecture,
+                min_level=fpn.min_level,
+                max_level=fpn.max_level,
+                additional_layer_depth=fpn.additional_layer_depth,
+                depth_multiplier=extractor.depth_multiplier,
+                min_depth=extractor.min_depth,
+                activation=extractor.activation,
+                norm_epsilon=extractor.batch_norm_epsilon,
+                batch_norm_scale=extractor.batch_norm_scale,
+                batch_norm_center=extractor.batch_norm_center,
+            ),
+        )
+    else:
+        decoder = DecoderConfig(
             type="tf1_ssd_extra_layers",
             tf1_ssd_extra_layers=SSDExtraLayersConfig(
                 architecture=spec.architecture,
@@ -104,7 +130,10 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 batch_norm_scale=extractor.batch_norm_scale,
                 batch_norm_center=extractor.batch_norm_center,
             ),
-        ),
+        )
+    return SSDModelConfig(
+        backbone=backbone,
+        decoder=decoder,
         norm_activation=common.NormActivation(
             activation="relu6",
             use_sync_bn=False,
@@ -139,22 +168,34 @@ def build_ssd_model(spec: SSDSpec) -> RetinaNetModel:
     levels = anchor_lib.levels(spec)
     per_location = anchor_lib.anchors_per_location(spec)
     predictor = spec.box_predictor
-    head = SSDHead(
-        min_level=levels[0],
-        max_level=levels[-1],
-        num_classes=spec.num_class_slots,
-        num_anchors_per_location={
-            str(level): count for level, count in zip(levels, per_location, strict=True)
-        },
-        kernel_size=predictor.kernel_size,
-        use_depthwise=predictor.use_depthwise,
-        depthwise_activation=predictor.activation,
-        class_prediction_bias_init=predictor.class_prediction_bias_init,
-        batch_norm_scale=predictor.batch_norm_scale,
-        batch_norm_center=predictor.batch_norm_center,
-        norm_momentum=spec.feature_extractor.batch_norm_decay,
-        norm_epsilon=predictor.batch_norm_epsilon,
-    )
+    head_kwargs = {
+        "min_level": levels[0],
+        "max_level": levels[-1],
+        "num_classes": spec.num_class_slots,
+        "kernel_size": predictor.kernel_size,
+        "class_prediction_bias_init": predictor.class_prediction_bias_init,
+        "batch_norm_scale": predictor.batch_norm_scale,
+        "batch_norm_center": predictor.batch_norm_center,
+        "norm_momentum": spec.feature_extractor.batch_norm_decay,
+        "norm_epsilon": predictor.batch_norm_epsilon,
+    }
+    head: SSDHead | WeightSharedHead
+    if predictor.weight_shared:
+        head = WeightSharedHead(
+            num_anchors_per_location=per_location[0],
+            num_convs=predictor.num_layers_before_predictor,
+            num_filters=predictor.depth,
+            **head_kwargs,
+        )
+    else:
+        head = SSDHead(
+            num_anchors_per_location={
+                str(level): count for level, count in zip(levels, per_location, strict=True)
+            },
+            use_depthwise=predictor.use_depthwise,
+            depthwise_activation=predictor.activation,
+            **head_kwargs,
+        )
     post = spec.post_processing
     generator = TF1DetectionGenerator(
         box_coder_weights=spec.box_coder.scales,

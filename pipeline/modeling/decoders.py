@@ -1,4 +1,6 @@
-"""The SSD extra feature layers (TF1 `multi_resolution_feature_maps`) as a Model Garden decoder.
+"""TF1 SSD feature-map layers as Model Garden decoders: the SSD extra layers and the FPN.
+
+The SSD extra feature layers (TF1 `multi_resolution_feature_maps`):
 
 On top of the backbone's two maps, each further SSD feature map is a 1x1 conv to half depth then
 a stride-2 3x3 conv (or, with `use_depthwise`, a 3x3 depthwise + 1x1 pointwise pair), each with
@@ -7,6 +9,9 @@ BatchNorm and the config's activation — Model Garden's `Conv2DBNBlock` and
 `depth_multiplier` rule follow `feature_map_generators.multi_resolution_feature_maps`
 (layer_depth [-1, -1, 512, 256, 256, 128]). Registered with Model Garden's decoder factory as
 `tf1_ssd_extra_layers`.
+
+The FPN of TF1's FPN feature extractors (`fpn_top_down_feature_maps` + stride-2 convs above
+level 5, `TF1FPN`), registered as `tf1_fpn`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from official.modeling import hyperparams
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.decoders import factory
 from official.vision.modeling.layers import nn_blocks
+from official.vision.ops import spatial_transform_ops
 
 from pipeline.modeling.backbones import LAST_ENDPOINT, SCOPES
 from pipeline.modeling.functional import TF1FunctionalModel
@@ -27,6 +33,7 @@ from pipeline.modeling.mobilenet_defs import SSD_LAYER_DEPTHS, floor_depth
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 DECODER_TYPE = "tf1_ssd_extra_layers"
+FPN_DECODER_TYPE = "tf1_fpn"
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -65,13 +72,7 @@ class SSDExtraLayers(TF1FunctionalModel):
             "batch_norm_center": batch_norm_center,
             "kernel_regularizer": kernel_regularizer,
         }
-        block_kwargs = {
-            "activation": activation,
-            "kernel_regularizer": kernel_regularizer,
-            "norm_momentum": norm_momentum,
-            "norm_epsilon": norm_epsilon,
-            "use_sync_bn": use_sync_bn,
-        }
+        block_kwargs = _block_kwargs(self._config_dict)
         implied = bn_implied(batch_norm_scale, batch_norm_center)
         layout = TF1Layout("decoder")
         inputs = {level: tf_keras.Input(shape=shape[1:]) for level, shape in input_specs.items()}
@@ -112,6 +113,124 @@ class SSDExtraLayers(TF1FunctionalModel):
         self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 
 
+def fpn_level_scopes(min_level: int, max_level: int) -> dict[int, str]:
+    """The TF1 layer (under `.../fpn/`) whose output is each FPN level: `smoothing_N` below the
+    coarsest backbone level (5 at most), `projection_N` at it, `bottom_up_Conv2d_M` above."""
+    base_max = min(max_level, 5)
+    num_levels = base_max - min_level + 1
+    scopes = {level: f"smoothing_{level - min_level + 1}" for level in range(min_level, base_max)}
+    scopes[base_max] = f"projection_{num_levels}"
+    for level in range(base_max + 1, max_level + 1):
+        scopes[level] = f"bottom_up_Conv2d_{level - base_max + 13}"
+    return scopes
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class TF1FPN(TF1FunctionalModel):
+    """TF1 `fpn_top_down_feature_maps` plus the FPN feature extractors' stride-2 convs above
+    level 5: {'2'..'5' backbone maps} -> {str(min_level), ..., str(max_level)}.
+
+    Exactly as SSDMobileNetV1FpnFeatureExtractor builds it: a 1x1 `projection_N` (bias, no
+    BatchNorm, no activation) of every input level; top-down, the coarser result is upsampled
+    2x by nearest neighbour and added to the next projection, then a 3x3 `smoothing_N` conv with
+    BatchNorm and the config's activation; the coarsest input level is the bare projection (no
+    smoothing). Levels above 5 are 3x3 stride-2 convs with BatchNorm + activation
+    (`bottom_up_Conv2d_14`, ...) on the previous one, starting from that bare projection.
+    Model Garden's own FPN differs (no bias-only projection output, P6/P7 from the backbone), so
+    the layers are Model Garden's `Conv2DBNBlock` and Keras convs in TF1's arrangement.
+    """
+
+    def __init__(
+        self,
+        input_specs: dict[str, tf.TensorShape],
+        architecture: str = "ssd_mobilenet_v1_fpn",
+        min_level: int = 3,
+        max_level: int = 7,
+        additional_layer_depth: int = 256,
+        depth_multiplier: float = 1.0,
+        min_depth: int = 16,
+        activation: str = "relu6",
+        norm_momentum: float = 0.9997,
+        norm_epsilon: float = 0.001,
+        use_sync_bn: bool = False,
+        batch_norm_scale: bool = True,
+        batch_norm_center: bool = True,
+        kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._config_dict = {
+            "input_specs": input_specs,
+            "architecture": architecture,
+            "min_level": min_level,
+            "max_level": max_level,
+            "additional_layer_depth": additional_layer_depth,
+            "depth_multiplier": depth_multiplier,
+            "min_depth": min_depth,
+            "activation": activation,
+            "norm_momentum": norm_momentum,
+            "norm_epsilon": norm_epsilon,
+            "use_sync_bn": use_sync_bn,
+            "batch_norm_scale": batch_norm_scale,
+            "batch_norm_center": batch_norm_center,
+            "kernel_regularizer": kernel_regularizer,
+        }
+        block_kwargs = _block_kwargs(self._config_dict)
+        implied = bn_implied(batch_norm_scale, batch_norm_center)
+        layout = TF1Layout("decoder")
+        inputs = {level: tf_keras.Input(shape=shape[1:]) for level, shape in input_specs.items()}
+        scope = f"{SCOPES[architecture]}/fpn"
+        # depth_fn of the FPN extractors: max(int(d * depth_multiplier), min_depth).
+        depth = max(int(additional_layer_depth * depth_multiplier), min_depth)
+        base_max = min(max_level, 5)
+        base_levels = list(range(min_level, base_max + 1))
+        num_levels = len(base_levels)
+
+        def projection(index: int, level: int) -> tf.Tensor:
+            conv = tf_keras.layers.Conv2D(
+                depth, 1, padding="same", kernel_regularizer=kernel_regularizer
+            )
+            layout.add(f"{scope}/projection_{index}", "conv_bias", conv)
+            return conv(inputs[str(level)])
+
+        level_scopes = fpn_level_scopes(min_level, max_level)
+        outputs: dict[str, tf.Tensor] = {}
+        top_down = projection(num_levels, base_levels[-1])
+        outputs[str(base_levels[-1])] = top_down
+        for index in reversed(range(num_levels - 1)):
+            level = base_levels[index]
+            upsampled = spatial_transform_ops.nearest_upsampling(top_down, 2, use_keras_layer=True)
+            top_down = tf_keras.layers.Add()([upsampled, projection(index + 1, level)])
+            smoothing = Conv2DBNBlock(filters=depth, kernel_size=3, strides=1, **block_kwargs)
+            outputs[str(level)] = smoothing(top_down)
+            name = f"{scope}/{level_scopes[level]}"
+            layout.conv_bn(name, smoothing, "_conv0", "_norm0", implied=implied)
+        x = outputs[str(base_max)]
+        for level in range(base_max + 1, max_level + 1):
+            block = Conv2DBNBlock(filters=depth, kernel_size=3, strides=2, **block_kwargs)
+            x = block(x)
+            name = f"{scope}/{level_scopes[level]}"
+            layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
+            outputs[str(level)] = x
+        outputs = {str(level): outputs[str(level)] for level in range(min_level, max_level + 1)}
+        self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
+
+
+@dataclasses.dataclass
+class TF1FPNConfig(hyperparams.Config):
+    """Model Garden config of the `tf1_fpn` decoder."""
+
+    architecture: str = "ssd_mobilenet_v1_fpn"
+    min_level: int = 3
+    max_level: int = 7
+    additional_layer_depth: int = 256
+    depth_multiplier: float = 1.0
+    min_depth: int = 16
+    activation: str = "relu6"
+    norm_epsilon: float = 0.001
+    batch_norm_scale: bool = True
+    batch_norm_center: bool = True
+
+
 @dataclasses.dataclass
 class SSDExtraLayersConfig(hyperparams.Config):
     """Model Garden config of the `tf1_ssd_extra_layers` decoder."""
@@ -133,6 +252,35 @@ class DecoderConfig(hyperparams.OneOfConfig):
     tf1_ssd_extra_layers: SSDExtraLayersConfig = dataclasses.field(
         default_factory=SSDExtraLayersConfig
     )
+    tf1_fpn: TF1FPNConfig = dataclasses.field(default_factory=TF1FPNConfig)
+
+
+def _block_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The conv + BatchNorm + activation options every block of a decoder shares."""
+    keys = ("activation", "kernel_regularizer", "norm_momentum", "norm_epsilon", "use_sync_bn")
+    return {key: config[key] for key in keys}
+
+
+def _build_decoder(
+    decoder_class: type[TF1FunctionalModel],
+    decoder_type: str,
+    input_specs: dict[str, tf.TensorShape],
+    model_config: hyperparams.Config,
+    l2_regularizer: tf_keras.regularizers.Regularizer | None,
+) -> tf_keras.Model:
+    """A decoder from its Model Garden config (whose fields are its constructor's arguments)
+    and the model's norm_activation (momentum, sync BN)."""
+    decoder = model_config.decoder
+    if decoder.type != decoder_type:
+        raise ValueError(f"decoder type {decoder.type!r} is not {decoder_type!r}")
+    norm = model_config.norm_activation
+    return decoder_class(
+        input_specs=input_specs,
+        norm_momentum=norm.norm_momentum,
+        use_sync_bn=norm.use_sync_bn,
+        kernel_regularizer=l2_regularizer,
+        **decoder.get().as_dict(),
+    )
 
 
 @factory.register_decoder_builder(DECODER_TYPE)
@@ -142,23 +290,14 @@ def build_ssd_extra_layers(
     l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
 ) -> tf_keras.Model:
     """Model Garden decoder factory entry (model_config.decoder.type 'tf1_ssd_extra_layers')."""
-    decoder = model_config.decoder
-    if decoder.type != DECODER_TYPE:
-        raise ValueError(f"decoder type {decoder.type!r} is not {DECODER_TYPE!r}")
-    cfg = decoder.get()
-    norm = model_config.norm_activation
-    return SSDExtraLayers(
-        input_specs=input_specs,
-        architecture=cfg.architecture,
-        num_layers=cfg.num_layers,
-        depth_multiplier=cfg.depth_multiplier,
-        min_depth=cfg.min_depth,
-        use_depthwise=cfg.use_depthwise,
-        activation=cfg.activation,
-        norm_momentum=norm.norm_momentum,
-        norm_epsilon=cfg.norm_epsilon,
-        use_sync_bn=norm.use_sync_bn,
-        batch_norm_scale=cfg.batch_norm_scale,
-        batch_norm_center=cfg.batch_norm_center,
-        kernel_regularizer=l2_regularizer,
-    )
+    return _build_decoder(SSDExtraLayers, DECODER_TYPE, input_specs, model_config, l2_regularizer)
+
+
+@factory.register_decoder_builder(FPN_DECODER_TYPE)
+def build_tf1_fpn(
+    input_specs: dict[str, tf.TensorShape],
+    model_config: hyperparams.Config,
+    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
+) -> tf_keras.Model:
+    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_fpn')."""
+    return _build_decoder(TF1FPN, FPN_DECODER_TYPE, input_specs, model_config, l2_regularizer)

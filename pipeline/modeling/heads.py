@@ -76,6 +76,24 @@ class DepthwisePredictor(tf_keras.layers.Layer):
         return {**super().get_config(), **self._config_dict}
 
 
+def _use_tf1_predictors(
+    head: RetinaNetHead, kernel_size: int, class_prediction_bias_init: float, **config: Any
+) -> None:
+    """TF1's predictor kernel size (RetinaNetHead hard-codes 3x3) and class bias: a freshly
+    initialised class predictor starts where TF1's would, at the config's
+    class_prediction_bias_init (0 in the zoo SSD configs, -4.6 in the RetinaNet-style ones), not
+    Model Garden's 0.01 prior. Records the TF1 options in the head's config, gives it a layout."""
+    head._config_dict.update(
+        kernel_size=kernel_size, class_prediction_bias_init=class_prediction_bias_init, **config
+    )
+    head._classifier_kwargs["kernel_size"] = kernel_size
+    head._box_regressor_kwargs["kernel_size"] = kernel_size
+    head._classifier_kwargs["bias_initializer"] = tf_keras.initializers.Constant(
+        class_prediction_bias_init
+    )
+    head.tf1_layout = TF1Layout("head")
+
+
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class SSDHead(RetinaNetHead):
     """RetinaNetHead with TF1 predictor kernel size, SSDLite predictors and a TF1 layout."""
@@ -111,22 +129,15 @@ class SSDHead(RetinaNetHead):
             kernel_regularizer=kernel_regularizer,
             **kwargs,
         )
-        self._config_dict.update(
-            kernel_size=kernel_size,
-            use_depthwise=use_depthwise,
-            depthwise_activation=depthwise_activation,
-            class_prediction_bias_init=class_prediction_bias_init,
+        _use_tf1_predictors(
+            self,
+            kernel_size,
+            class_prediction_bias_init,
             batch_norm_scale=batch_norm_scale,
             batch_norm_center=batch_norm_center,
+            use_depthwise=use_depthwise,
+            depthwise_activation=depthwise_activation,
         )
-        self._classifier_kwargs["kernel_size"] = kernel_size
-        self._box_regressor_kwargs["kernel_size"] = kernel_size
-        # A freshly initialised class predictor starts where TF1's would: at the config's
-        # class_prediction_bias_init (0 in the zoo SSD configs), not Model Garden's 0.01 prior.
-        self._classifier_kwargs["bias_initializer"] = tf_keras.initializers.Constant(
-            class_prediction_bias_init
-        )
-        self.tf1_layout = TF1Layout("head")
 
     def build(self, input_shape: Any) -> None:
         if self._config_dict["use_depthwise"]:
@@ -168,6 +179,91 @@ class SSDHead(RetinaNetHead):
                     layout.add(scope, "conv_bias", predictor, "pointwise", class_dependent)
                 else:
                     layout.add(scope, "conv_bias", predictor, None, class_dependent)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._config_dict)
+
+
+WEIGHT_SHARED_SCOPE = "WeightSharedConvolutionalBoxPredictor"
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class WeightSharedHead(RetinaNetHead):
+    """TF1 `WeightSharedConvolutionalBoxPredictor` as Model Garden's RetinaNetHead with
+    `share_level_convs=True`: per tower (box, class) `num_convs` kxk convs shared across levels,
+    each followed by a BatchNorm of its own per level and relu6 (TF1 applies tf.nn.relu6 whatever
+    the conv_hyperparams activation), then one box and one class predictor conv (with bias)
+    shared across levels. TF1's tower convs have no bias (BatchNorm follows), hence
+    `use_bias=False`; the class predictor starts at `class_prediction_bias_init` as TF1's does."""
+
+    def __init__(
+        self,
+        min_level: int,
+        max_level: int,
+        num_classes: int,
+        num_anchors_per_location: int,
+        num_convs: int = 4,
+        num_filters: int = 256,
+        kernel_size: int = 3,
+        class_prediction_bias_init: float = 0.0,
+        batch_norm_scale: bool = True,
+        batch_norm_center: bool = True,
+        norm_momentum: float = 0.9997,
+        norm_epsilon: float = 0.001,
+        kernel_regularizer: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        for fixed in ("share_level_convs", "use_separable_conv", "activation"):
+            kwargs.pop(fixed, None)
+        super().__init__(
+            min_level=min_level,
+            max_level=max_level,
+            num_classes=num_classes,
+            num_anchors_per_location=num_anchors_per_location,
+            num_convs=num_convs,
+            num_filters=num_filters,
+            share_level_convs=True,
+            activation="relu6",
+            norm_momentum=norm_momentum,
+            norm_epsilon=norm_epsilon,
+            kernel_regularizer=kernel_regularizer,
+            **kwargs,
+        )
+        _use_tf1_predictors(
+            self,
+            kernel_size,
+            class_prediction_bias_init,
+            batch_norm_scale=batch_norm_scale,
+            batch_norm_center=batch_norm_center,
+        )
+        self._conv_kwargs.update(kernel_size=kernel_size, use_bias=False)
+        self._bn_kwargs.update(scale=batch_norm_scale, center=batch_norm_center)
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        layout = self.tf1_layout
+        layout.records.clear()
+        implied = bn_implied(
+            self._config_dict["batch_norm_scale"], self._config_dict["batch_norm_center"], ""
+        )
+        for tower, convs, norms, predictor, name, class_dependent in (
+            ("BoxPredictionTower", self._box_convs, self._box_norms, self._box_regressor,
+             "BoxPredictor", False),
+            ("ClassPredictionTower", self._cls_convs, self._cls_norms, self._classifier,
+             "ClassPredictor", True),
+        ):  # fmt: skip
+            for index, conv in enumerate(convs):
+                scope = f"{WEIGHT_SHARED_SCOPE}/{tower}/conv2d_{index}"
+                layout.add(scope, "conv", conv)
+                for feature, level_norms in enumerate(norms):
+                    layout.add(
+                        f"{scope}/BatchNorm/feature_{feature}",
+                        "norm",
+                        level_norms[index],
+                        implied=implied,
+                    )
+            layout.add(f"{WEIGHT_SHARED_SCOPE}/{name}", "conv_bias", predictor, None,
+                       class_dependent)  # fmt: skip
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config_dict)

@@ -23,7 +23,20 @@ SUPPORTED_ARCHITECTURES = (
     "ssd_mobilenet_v3_large",
     "ssd_mobilenet_v3_small",
     "ssd_inception_v2",
+    "ssd_mobilenet_v1_fpn",
 )
+# Architectures whose feature maps come from a TF1 FPN (`fpn_top_down_feature_maps`) and whose
+# box predictor is the weight-shared one.
+FPN_ARCHITECTURES = ("ssd_mobilenet_v1_fpn",)
+
+
+@dataclasses.dataclass(frozen=True)
+class FPNSpec:
+    """`model.ssd.feature_extractor.fpn` (TF1 defaults when the block is absent)."""
+
+    min_level: int = 3
+    max_level: int = 7
+    additional_layer_depth: int = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +58,16 @@ class FeatureExtractorSpec:
     # L2 weight of the conv_hyperparams regularizer (TF1 adds weight * sum(w^2) ... as 0.5 * l2).
     l2_weight: float = 0.0
     override_base_feature_extractor_hyperparams: bool = False
+    # FPN feature extractors only (FPN_ARCHITECTURES).
+    fpn: FPNSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class BoxPredictorSpec:
-    """`model.ssd.box_predictor.convolutional_box_predictor`."""
+    """`model.ssd.box_predictor.convolutional_box_predictor`, or, with `weight_shared`,
+    `weight_shared_convolutional_box_predictor` (RetinaNet-style: `num_layers_before_predictor`
+    convs of `depth` channels shared across levels, BatchNorm per level, relu6, then one box and
+    one class predictor shared across levels)."""
 
     kernel_size: int = 1
     # SSDLite heads: 3x3 depthwise + BN + activation, then a 1x1 predictor conv.
@@ -64,6 +82,22 @@ class BoxPredictorSpec:
     batch_norm_scale: bool = True
     batch_norm_center: bool = True
     l2_weight: float = 0.0
+    weight_shared: bool = False
+    depth: int = 0
+    num_layers_before_predictor: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiscaleAnchorSpec:
+    """`model.ssd.anchor_generator.multiscale_anchor_generator` (TF1
+    MultiscaleGridAnchorGenerator)."""
+
+    min_level: int = 3
+    max_level: int = 7
+    anchor_scale: float = 4.0
+    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5)
+    scales_per_octave: int = 2
+    normalize_coordinates: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +116,9 @@ class AnchorSpec:
     # Per-layer (y, x) strides / offsets in pixels; empty = derived from the feature-map size.
     anchor_strides: tuple[tuple[float, float], ...] = ()
     anchor_offsets: tuple[tuple[float, float], ...] = ()
+    # Set for multiscale_anchor_generator (then num_layers = its level count and the fields
+    # above are unused).
+    multiscale: MultiscaleAnchorSpec | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +223,10 @@ class SSDSpec:
     box_coder: BoxCoderSpec = BoxCoderSpec()
     post_processing: PostProcessingSpec = PostProcessingSpec()
     training: TrainingSpec = TrainingSpec()
+
+    @property
+    def is_fpn(self) -> bool:
+        return self.architecture in FPN_ARCHITECTURES
 
     @property
     def num_class_slots(self) -> int:

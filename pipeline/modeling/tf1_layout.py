@@ -32,6 +32,14 @@ _VARIABLES = {
         ("BatchNorm/moving_mean", "moving_mean"),
         ("BatchNorm/moving_variance", "moving_variance"),
     ),
+    # A BatchNorm whose scope is given in full: the weight-shared box predictor's per-level
+    # `.../conv2d_i/BatchNorm/feature_j/{gamma,...}`.
+    "norm": (
+        ("gamma", "gamma"),
+        ("beta", "beta"),
+        ("moving_mean", "moving_mean"),
+        ("moving_variance", "moving_variance"),
+    ),
 }
 
 
@@ -40,7 +48,7 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm'
+    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm'
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
     # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)
@@ -101,13 +109,16 @@ class TF1Layout:
         self.add(scope, "batch_norm", block, norm, implied=implied)
 
 
-def bn_implied(scale: bool, center: bool) -> tuple[tuple[str, float], ...]:
-    """The BatchNorm variables a TF1 layer lacks when built without scale / center."""
+def bn_implied(
+    scale: bool, center: bool, prefix: str = "BatchNorm/"
+) -> tuple[tuple[str, float], ...]:
+    """The BatchNorm variables a TF1 layer lacks when built without scale / center (leaf names
+    under `prefix`: '' for 'norm' records)."""
     implied = []
     if not scale:
-        implied.append(("BatchNorm/gamma", 1.0))
+        implied.append((f"{prefix}gamma", 1.0))
     if not center:
-        implied.append(("BatchNorm/beta", 0.0))
+        implied.append((f"{prefix}beta", 0.0))
     return tuple(implied)
 
 

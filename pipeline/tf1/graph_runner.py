@@ -45,8 +45,11 @@ DETECTION_TENSORS = ("detection_boxes", "detection_scores", "detection_classes",
 ANCHORS_CONSUMER_OP = "Postprocessor/ExpandDims"
 ANCHORS_OPS = ("Concatenate/concat", "MultipleGridAnchorGenerator/Identity")
 # Box predictor outputs: `BoxPredictor_i/ClassPredictor/BiasAdd` for per-level heads, numbered
-# scopes for weight-shared ones.
-_HEAD_OP = re.compile(r"^(?:.+/)?(?:BoxEncodingPredictor|ClassPredictor)(?:_\d+)?/BiasAdd$")
+# scopes for weight-shared ones (`WeightSharedConvolutionalBoxPredictor[_i]/{BoxPredictor,
+# ClassPredictor}/BiasAdd`).
+_HEAD_OP = re.compile(
+    r"^(?:.+/)?(?:BoxEncodingPredictor|ClassPredictor|BoxPredictor)(?:_\d+)?/BiasAdd$"
+)
 SERVING_SIGNATURE = "serving_default"
 
 GraphKind = Literal["auto", "meta", "frozen", "saved_model"]

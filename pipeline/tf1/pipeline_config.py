@@ -17,12 +17,15 @@ from google.protobuf import text_format
 from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as FASTER_RCNN_ARCHITECTURES
 from pipeline.modeling.spec import (
+    FPN_ARCHITECTURES,
     SUPPORTED_ARCHITECTURES,
     AnchorSpec,
     BoxCoderSpec,
     BoxPredictorSpec,
     FeatureExtractorSpec,
+    FPNSpec,
     HardExampleMinerSpec,
+    MultiscaleAnchorSpec,
     PostProcessingSpec,
     SSDSpec,
     TrainingSpec,
@@ -179,9 +182,16 @@ class _Translator:
             raise self.fail(
                 f"{field}.pad_to_multiple", f"is {extractor.pad_to_multiple}", "set it to 1"
             )
-        if extractor.HasField("fpn"):
-            raise self.fail(f"{field}.fpn", "is set", f"supported: {SUPPORTED_DESCRIPTION}")
-        if not 2 <= extractor.num_layers <= 6:
+        fpn = None
+        if extractor.type in FPN_ARCHITECTURES:
+            fpn = self.fpn(extractor, field)
+        elif extractor.HasField("fpn"):
+            raise self.fail(
+                f"{field}.fpn",
+                f"is set for {extractor.type}",
+                f"FPN is supported for {', '.join(FPN_ARCHITECTURES)}",
+            )
+        elif not 2 <= extractor.num_layers <= 6:
             raise self.fail(
                 f"{field}.num_layers", f"is {extractor.num_layers}", "use 2..6 feature maps"
             )
@@ -194,7 +204,28 @@ class _Translator:
             override_base_feature_extractor_hyperparams=bool(
                 extractor.override_base_feature_extractor_hyperparams
             ),
+            fpn=fpn,
             **hyper,
+        )
+
+    def fpn(self, extractor: Any, field: str) -> FPNSpec:
+        """TF1 `SSDMobileNetV1FpnFeatureExtractor`: taps Conv2d_{3,5,11,13}_pointwise for levels
+        2..5, top-down FPN, stride-2 convs above level 5."""
+        if extractor.use_depthwise:
+            raise self.fail(
+                f"{field}.use_depthwise", "is true", "only FPNs of plain 3x3 convs are supported"
+            )
+        fpn = extractor.fpn
+        if not 2 <= fpn.min_level <= 5 or fpn.max_level < max(fpn.min_level, 5):
+            raise self.fail(
+                f"{field}.fpn",
+                f"has levels {fpn.min_level}..{fpn.max_level}",
+                "use min_level 2..5 and max_level >= 5 (TF1 default 3..7)",
+            )
+        return FPNSpec(
+            min_level=int(fpn.min_level),
+            max_level=int(fpn.max_level),
+            additional_layer_depth=int(fpn.additional_layer_depth),
         )
 
     def hyperparams(self, hyper: Any, field: str) -> dict[str, Any]:
@@ -217,6 +248,17 @@ class _Translator:
     def box_predictor(self, ssd: Any) -> BoxPredictorSpec:
         kind = ssd.box_predictor.WhichOneof("box_predictor_oneof")
         field = "model.ssd.box_predictor"
+        fpn = ssd.feature_extractor.type in FPN_ARCHITECTURES
+        if fpn or kind == "weight_shared_convolutional_box_predictor":
+            if not fpn or kind != "weight_shared_convolutional_box_predictor":
+                raise self.fail(
+                    field,
+                    f"is {kind or 'missing'} with feature_extractor.type "
+                    f"{ssd.feature_extractor.type}",
+                    "weight_shared_convolutional_box_predictor is supported with "
+                    f"{', '.join(FPN_ARCHITECTURES)} only, and those need it",
+                )
+            return self.weight_shared_box_predictor(ssd)
         if kind != "convolutional_box_predictor":
             raise self.fail(
                 field,
@@ -251,9 +293,88 @@ class _Translator:
             **hyper,
         )
 
+    def weight_shared_box_predictor(self, ssd: Any) -> BoxPredictorSpec:
+        predictor = ssd.box_predictor.weight_shared_convolutional_box_predictor
+        field = "model.ssd.box_predictor.weight_shared_convolutional_box_predictor"
+        for name in (
+            "share_prediction_tower",
+            "use_depthwise",
+            "apply_conv_hyperparams_to_heads",
+            "apply_conv_hyperparams_pointwise",
+        ):
+            if getattr(predictor, name):
+                raise self.fail(f"{field}.{name}", "is true", "set it to false (not supported)")
+        if predictor.HasField("box_encodings_clip_range"):
+            raise self.fail(f"{field}.box_encodings_clip_range", "is set", "remove it")
+        if enum_name(predictor, "score_converter") != "IDENTITY":
+            raise self.fail(f"{field}.score_converter", "is not IDENTITY", "set it to IDENTITY")
+        if predictor.box_code_size != 4:
+            raise self.fail(
+                f"{field}.box_code_size", f"is {predictor.box_code_size}", "only 4 is supported"
+            )
+        if predictor.conv_hyperparams.WhichOneof("normalizer_oneof") != "batch_norm":
+            raise self.fail(
+                f"{field}.conv_hyperparams.batch_norm",
+                "is missing",
+                "only towers with BatchNorm are supported",
+            )
+        if predictor.num_layers_before_predictor > 0 and predictor.depth <= 0:
+            raise self.fail(f"{field}.depth", f"is {predictor.depth}", "set the tower depth")
+        hyper = self.hyperparams(predictor.conv_hyperparams, f"{field}.conv_hyperparams")
+        hyper.pop("batch_norm_decay", None)
+        # The tower's activation is relu6 whatever conv_hyperparams says (tf.nn.relu6 in TF1).
+        hyper["activation"] = "relu6"
+        return BoxPredictorSpec(
+            kernel_size=int(predictor.kernel_size),
+            box_code_size=int(predictor.box_code_size),
+            class_prediction_bias_init=float(predictor.class_prediction_bias_init),
+            use_dropout=bool(predictor.use_dropout),
+            dropout_keep_probability=float(predictor.dropout_keep_probability),
+            weight_shared=True,
+            depth=int(predictor.depth),
+            num_layers_before_predictor=int(predictor.num_layers_before_predictor),
+            **hyper,
+        )
+
+    def multiscale_anchors(self, ssd: Any) -> AnchorSpec:
+        gen = ssd.anchor_generator.multiscale_anchor_generator
+        field = "model.ssd.anchor_generator.multiscale_anchor_generator"
+        fpn = self.fpn(ssd.feature_extractor, "model.ssd.feature_extractor")
+        if (gen.min_level, gen.max_level) != (fpn.min_level, fpn.max_level):
+            raise self.fail(
+                field,
+                f"has levels {gen.min_level}..{gen.max_level} but feature_extractor.fpn has "
+                f"{fpn.min_level}..{fpn.max_level}",
+                "make them equal",
+            )
+        if not gen.normalize_coordinates:
+            raise self.fail(f"{field}.normalize_coordinates", "is false", "set it to true")
+        aspect_ratios = tuple(float(a) for a in gen.aspect_ratios)
+        if not aspect_ratios:
+            raise self.fail(f"{field}.aspect_ratios", "is empty", "list at least one")
+        return AnchorSpec(
+            num_layers=int(gen.max_level - gen.min_level + 1),
+            aspect_ratios=aspect_ratios,
+            multiscale=MultiscaleAnchorSpec(
+                min_level=int(gen.min_level),
+                max_level=int(gen.max_level),
+                anchor_scale=float(gen.anchor_scale),
+                aspect_ratios=aspect_ratios,
+                scales_per_octave=int(gen.scales_per_octave),
+                normalize_coordinates=bool(gen.normalize_coordinates),
+            ),
+        )
+
     def anchors(self, ssd: Any) -> AnchorSpec:
         kind = ssd.anchor_generator.WhichOneof("anchor_generator_oneof")
         field = "model.ssd.anchor_generator"
+        fpn = ssd.feature_extractor.type in FPN_ARCHITECTURES
+        if fpn and kind == "multiscale_anchor_generator":
+            return self.multiscale_anchors(ssd)
+        if fpn:
+            raise self.fail(
+                field, f"is {kind or 'missing'}", "FPN models need multiscale_anchor_generator"
+            )
         if kind != "ssd_anchor_generator":
             raise self.fail(
                 field, f"is {kind or 'missing'}", "only ssd_anchor_generator is supported"
@@ -324,7 +445,8 @@ class _Translator:
         # use_static_shapes is accepted: padded per-class NMS selects the same boxes, it only pads
         # each class's selection (score -1, dropped by the final sort) and the output, which
         # num_detections bounds here too.
-        for name in ("use_class_agnostic_nms", "use_partitioned_nms"):
+        # max_classes_per_detection only acts with class-agnostic NMS (refused here).
+        for name in ("use_class_agnostic_nms", "use_partitioned_nms", "use_combined_nms"):
             if getattr(nms, name):
                 raise self.fail(
                     f"{field}.batch_non_max_suppression.{name}",

@@ -75,7 +75,9 @@ def synthetic_value(name: str, shape: tuple[int, ...], dtype: str, seed: int = 0
         return rng.normal(0.0, 1e-3, size=shape).astype(np_dtype)
     name = name.removesuffix(_SHADOW)
     leaf = name.rsplit("/", 1)[-1]
-    in_box_predictor = "BoxEncodingPredictor" in name
+    # Per-level SSD heads: BoxPredictor_i/BoxEncodingPredictor; weight-shared ones:
+    # WeightSharedConvolutionalBoxPredictor/BoxPredictor.
+    in_box_predictor = "BoxEncodingPredictor" in name or "BoxPredictor/BoxPredictor/" in name
     in_class_predictor = "ClassPredictor" in name
 
     if leaf == "weights" and len(shape) == 4:

@@ -393,7 +393,11 @@ _MESSAGES: dict[str, dict[str, Any]] = {
             ("convolutional_box_predictor", 1, "ConvolutionalBoxPredictor"),
             ("mask_rcnn_box_predictor", 2, "MaskRCNNBoxPredictor"),
             ("rfcn_box_predictor", 3, "OtherBoxPredictor"),
-            ("weight_shared_convolutional_box_predictor", 4, "OtherBoxPredictor"),
+            (
+                "weight_shared_convolutional_box_predictor",
+                4,
+                "WeightSharedConvolutionalBoxPredictor",
+            ),
         ],
         "oneofs": {
             "box_predictor_oneof": [
@@ -405,6 +409,30 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         },
     },
     "OtherBoxPredictor": {"fields": []},
+    "WeightSharedConvolutionalBoxPredictor": {
+        "enums": {"ScoreConverter": ["IDENTITY", "SIGMOID"]},
+        "fields": [
+            ("conv_hyperparams", 1, "Hyperparams"),
+            ("depth", 2, "int32", 0),
+            ("num_layers_before_predictor", 4, "int32", 0),
+            ("kernel_size", 7, "int32", 3),
+            ("box_code_size", 8, "int32", 4),
+            ("class_prediction_bias_init", 10, "float", 0.0),
+            ("use_dropout", 11, "bool", False),
+            ("dropout_keep_probability", 12, "float", 0.8),
+            ("share_prediction_tower", 13, "bool", False),
+            ("use_depthwise", 14, "bool", False),
+            (
+                "score_converter",
+                16,
+                "WeightSharedConvolutionalBoxPredictor.ScoreConverter",
+                "IDENTITY",
+            ),
+            ("box_encodings_clip_range", 17, "OtherBoxPredictor"),
+            ("apply_conv_hyperparams_to_heads", 19, "bool", False),
+            ("apply_conv_hyperparams_pointwise", 20, "bool", False),
+        ],
+    },
     "MaskRCNNBoxPredictor": {
         "fields": [
             ("use_dropout", 2, "bool", False),
@@ -434,7 +462,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         "fields": [
             ("grid_anchor_generator", 1, "GridAnchorGenerator"),
             ("ssd_anchor_generator", 2, "SsdAnchorGenerator"),
-            ("multiscale_anchor_generator", 3, "OtherAnchorGenerator"),
+            ("multiscale_anchor_generator", 3, "MultiscaleAnchorGenerator"),
             ("flexible_grid_anchor_generator", 4, "OtherAnchorGenerator"),
         ],
         "oneofs": {
@@ -447,6 +475,16 @@ _MESSAGES: dict[str, dict[str, Any]] = {
         },
     },
     "OtherAnchorGenerator": {"fields": []},
+    "MultiscaleAnchorGenerator": {
+        "fields": [
+            ("min_level", 1, "int32", 3),
+            ("max_level", 2, "int32", 7),
+            ("anchor_scale", 3, "float", 4.0),
+            ("aspect_ratios", 4, "float", None, True),
+            ("scales_per_octave", 5, "int32", 2),
+            ("normalize_coordinates", 6, "bool", True),
+        ]
+    },
     "GridAnchorGenerator": {
         "fields": [
             ("height", 1, "int32", 256),
