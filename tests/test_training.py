@@ -215,7 +215,7 @@ def test_losses_follow_tf1_definitions():
 
 
 def test_horizontal_flip_moves_boxes_with_the_image():
-    from pipeline.training.inputs import horizontal_flip
+    from pipeline.training.augmentation import horizontal_flip
 
     image = np.zeros([10, 20, 3], np.uint8)
     image[2:4, 1:5] = 255  # box ymin .2 xmin .05 ymax .4 xmax .25

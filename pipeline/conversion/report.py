@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.conversion.mapping import MappingPlan
+from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
+from pipeline.modeling.spec import SSDSpec
 from pipeline.tf1.graph_facts import BoxClipping
 from pipeline.tf1.model_dir import TF1ModelDir
 from pipeline.tf1.weights import WeightSource
@@ -18,8 +20,8 @@ def build_report(
     *,
     model_dir: TF1ModelDir,
     weights: WeightSource,
-    source_spec: Any,
-    spec: Any,
+    source_spec: SSDSpec | FasterRCNNSpec,
+    spec: SSDSpec | FasterRCNNSpec,
     plan: MappingPlan,
     tf2_total: int,
     checkpoint_path: str,

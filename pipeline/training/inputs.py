@@ -59,9 +59,6 @@ def list_files(pattern: str) -> list[str]:
     return files
 
 
-horizontal_flip = augmentation_lib.horizontal_flip
-
-
 def build_dataset(
     settings: InputSettings,
     preprocess: PreprocessFn,
