@@ -48,6 +48,29 @@ OPTIONS = [
     "random_image_scale {}",
     "random_crop_image {}",
     "random_crop_image { min_object_covered: 0.5 overlap_thresh: 0.5 random_coef: 0.3 }",
+    "random_vertical_flip {}",
+    "random_rotation90 { probability: 0.7 }",
+    "random_pixel_value_scale { minval: 0.5 maxval: 1.5 }",
+    "random_jitter_boxes { ratio: 0.2 }",
+    "random_jitter_boxes { ratio: 0.3 jitter_mode: SHRINK }",
+    "random_jitter_boxes { ratio: 0.3 jitter_mode: EXPAND_SYMMETRIC }",
+    "random_jitter_boxes { ratio: 0.3 jitter_mode: SHRINK_SYMMETRIC_XY }",
+    "random_crop_pad_image {}",
+    "random_crop_pad_image { min_object_covered: 0.3 random_coef: 0.3 min_padded_size_ratio: "
+    "[1.2, 1.1] max_padded_size_ratio: [1.6, 2.5] pad_color: [10, 20, 30] }",
+    "ssd_random_crop_pad {}",
+    "ssd_random_crop_pad { operations { min_object_covered: 0.3 min_aspect_ratio: 0.5 "
+    "max_aspect_ratio: 2.0 min_area: 0.1 max_area: 1.0 overlap_thresh: 0.3 random_coef: 0.25 "
+    "min_padded_size_ratio: [1.0, 1.0] max_padded_size_ratio: [2.0, 2.0] pad_color_r: 50 } "
+    "operations { min_object_covered: 0.0 min_aspect_ratio: 0.5 max_aspect_ratio: 2.0 "
+    "min_area: 0.2 max_area: 0.6 overlap_thresh: 0.5 random_coef: 0.0 clip_boxes: false "
+    "min_padded_size_ratio: [1.1, 1.1] max_padded_size_ratio: [1.5, 1.5] } }",
+    "random_crop_to_aspect_ratio {}",
+    "random_crop_to_aspect_ratio { aspect_ratio: 0.6 overlap_thresh: 0.6 }",
+    "ssd_random_crop_fixed_aspect_ratio {}",
+    "ssd_random_crop_fixed_aspect_ratio { aspect_ratio: 1.5 operations { min_object_covered: "
+    "0.3 min_area: 0.2 max_area: 0.9 overlap_thresh: 0.3 random_coef: 0.2 } operations { "
+    "min_object_covered: 0.8 min_area: 0.5 max_area: 1.0 overlap_thresh: 0.7 } }",
 ]
 CHAIN = [
     "random_distort_color {}",
@@ -81,6 +104,25 @@ _TF1_CACHE = {
 _TF1_CACHE["ssd_random_crop"] = [
     ("selector_tuples", "ssd_crop_selector_id", ["case"]),
     *_TF1_CACHE["random_crop_image"],
+]
+_TF1_CACHE["random_vertical_flip"] = [("vertical_flip", "", ["flip"])]
+_TF1_CACHE["random_rotation90"] = [("rotation90", "", ["flip"])]
+_TF1_CACHE["random_pixel_value_scale"] = [("pixel_value_scale", "", ["color_coef"])]
+_TF1_CACHE["random_jitter_boxes"] = []  # drawn outside the cache: the `uniform` patch
+_TF1_CACHE["random_crop_pad_image"] = [
+    *_TF1_CACHE["random_crop_image"],
+    *_TF1_CACHE["random_pad_image"],
+]
+_TF1_CACHE["ssd_random_crop_pad"] = [
+    ("selector_tuples", "ssd_crop_pad_selector_id", ["case"]),
+    *_TF1_CACHE["random_crop_pad_image"],
+]
+_TF1_CACHE["random_crop_to_aspect_ratio"] = [
+    ("crop_to_aspect_ratio", "", ["aspect_offset_height", "aspect_offset_width"])
+]
+_TF1_CACHE["ssd_random_crop_fixed_aspect_ratio"] = [
+    *_TF1_CACHE["ssd_random_crop"],
+    *_TF1_CACHE["random_crop_to_aspect_ratio"],
 ]
 
 
@@ -117,16 +159,18 @@ def run_tf2(texts, seed, image, boxes, labels):
     """The project's chain, keeping each step's draws (as `augment` computes them)."""
     steps = steps_of(texts)
     image, boxes, labels = tf.constant(image), tf.constant(boxes), tf.constant(labels)
-    arrays, cache = {}, []
+    arrays, cache, spec = {}, [], {}
     for position, step in enumerate(steps):
         draws = aug.draw_step(step, aug.step_seed([0, seed], position), image, boxes)
         for function_id, key, names in tf1_cache_entries(step.name, draws):
             cache.append([function_id, key, [f"d{position}_{n}" for n in names]])
+        if "jitter" in draws:
+            spec["uniform"] = f"d{position}_jitter"
         arrays.update({f"d{position}_{k}": v.numpy() for k, v in draws.items()})
         image, boxes, labels = aug.apply_step(step, draws, image, boxes, labels)
     again = aug.augment(steps, tf.constant([0, seed], tf.int64), *map(tf.constant, example()))
     np.testing.assert_array_equal(again[0].numpy(), image.numpy())  # augment == draw + apply
-    return (image.numpy(), boxes.numpy(), labels.numpy()), arrays, cache
+    return (image.numpy(), boxes.numpy(), labels.numpy()), arrays, {"cache": cache, **spec}
 
 
 def run_tf1(python: Path, reference: Path, jobs: list[tuple[Path, Path]]) -> None:
@@ -146,8 +190,8 @@ def same_draws(tf1_reference_python, tf1_reference_dir, tmp_path_factory):
     jobs, tf2 = [], {}
     for number, (name, texts) in enumerate(cases.items()):
         for seed in SEEDS:
-            outputs, arrays, cache = run_tf2(texts, seed, image, boxes, labels)
-            spec = json.dumps({"steps": texts, "cache": cache})
+            outputs, arrays, spec = run_tf2(texts, seed, image, boxes, labels)
+            spec = json.dumps({"steps": texts, **spec})
             source, target = work / f"in{number}_{seed}.npz", work / f"out{number}_{seed}.npz"
             np.savez(source, image=image, boxes=boxes, labels=labels, spec=spec, **arrays)
             jobs.append((source, target))
@@ -166,7 +210,7 @@ def same_draws(tf1_reference_python, tf1_reference_dir, tmp_path_factory):
     ids=[f"{i}-{text.split()[0]}" for i, text in enumerate(OPTIONS)] + ["chain"],
 )
 def test_option_equals_tf1_preprocessor_given_the_same_draws(same_draws, name):
-    image0, _, _ = example()
+    image0, boxes0, _ = example()
     changed = 0
     for seed in SEEDS:
         (image, boxes, labels), (tf1_image, tf1_boxes, tf1_labels) = same_draws[(name, seed)]
@@ -175,7 +219,8 @@ def test_option_equals_tf1_preprocessor_given_the_same_draws(same_draws, name):
         np.testing.assert_array_equal(boxes, tf1_boxes, err_msg=f"seed {seed}")
         np.testing.assert_array_equal(labels, tf1_labels)
         changed += image.shape != image0.shape or not np.array_equal(image, image0)
-    assert changed > 0, "no seed changed the image: the comparison proves nothing"
+        changed += boxes.shape != boxes0.shape or not np.array_equal(boxes, boxes0)
+    assert changed > 0, "no seed changed the example: the comparison proves nothing"
 
 
 def test_crop_windows_follow_tf1s_distribution(tf1_reference_python, tf1_reference_dir, tmp_path):
@@ -233,6 +278,13 @@ def test_uniform_draws_have_tf1s_ranges_and_means():
     heights = np.array([int(d["target_height"]) for d in pads])
     offsets = np.array([int(d["offset_height"]) for d in pads])
     assert heights.min() >= 24 and heights.max() < 48 and (offsets <= heights - 24).all()
+    jitter = np.stack([d["jitter"] for d in draws("random_jitter_boxes { ratio: 0.3 }")])
+    assert jitter.shape == (n, 4, 4) and jitter.min() >= -0.3 and jitter.max() <= 0.3
+    assert abs(jitter.mean()) < 0.02
+    shrink = np.stack(
+        [d["jitter"] for d in draws("random_jitter_boxes { jitter_mode: SHRINK_SYMMETRIC }")]
+    )
+    assert shrink.shape == (n, 4, 2) and shrink.min() >= -0.05 and shrink.max() <= 0.0
     # Successive options of one list draw from independent seeds.
     first = aug.step_seed(tf.constant([1, 0], tf.int64), 0)
     assert len({tuple(aug.step_seed(first, k).numpy()) for k in range(4)}) == 4
@@ -262,15 +314,15 @@ def test_sample_config_list_is_read(shared_fixtures):
 
 def test_unimplemented_option_is_one_line_naming_file_option_and_fix(tmp_path):
     converted = write_config(
-        tmp_path / "conv", ["random_horizontal_flip {}", "random_jitter_boxes { ratio: 0.1 }"]
+        tmp_path / "conv", ["random_horizontal_flip {}", "random_jpeg_quality { random_coef: 0.5 }"]
     )
     with pytest.raises(PipelineError) as error:
         aug.resolve_steps(converted, True, [], [])
     message = str(error.value)
     assert "\n" not in message
-    assert str(converted / "pipeline.config") in message and "random_jitter_boxes" in message
+    assert str(converted / "pipeline.config") in message and "random_jpeg_quality" in message
     assert "train.augmentation.skip" in message
-    steps = aug.resolve_steps(converted, True, [], ["random_jitter_boxes"])
+    steps = aug.resolve_steps(converted, True, [], ["random_jpeg_quality"])
     assert [s.name for s in steps] == ["random_horizontal_flip"]
     # An option the OD API 2.8 does not know either.
     write_config(converted, ["random_frobnicate { x: 1 }"])

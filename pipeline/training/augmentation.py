@@ -155,26 +155,30 @@ def _set_fields(config: Any) -> dict[str, Any]:
     return {field.name: value for field, value in config.ListFields()}
 
 
-class RandomHorizontalFlip(Op):
-    moves_pixels_only = True
+def _flip_op(transform: Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]], field: str):
+    """random_{horizontal,vertical}_flip / random_rotation90: one uniform draw; `transform` the
+    image and the boxes when it is below `probability`."""
 
-    @staticmethod
-    def arguments(config):
-        if config.keypoint_flip_permutation:
-            raise ValueError("keypoint_flip_permutation is set (keypoints are not trained)")
-        return {"probability": float(config.probability)}
+    class FlipOp(Op):
+        moves_pixels_only = True
 
-    @staticmethod
-    def draw(args, seed, image, boxes):
-        return {"flip": _uniform(seed, 0)}
+        @staticmethod
+        def arguments(config):
+            if getattr(config, field):
+                raise ValueError(f"{field} is set (keypoints are not trained)")
+            return {"probability": float(config.probability)}
 
-    @staticmethod
-    def apply(args, draws, image, boxes, labels):
-        do_flip = tf.less(draws["flip"], tf.cast(args["probability"], tf.float32))
-        image, boxes = tf.cond(
-            do_flip, lambda: horizontal_flip(image, boxes), lambda: (image, boxes)
-        )
-        return image, boxes, labels
+        @staticmethod
+        def draw(args, seed, image, boxes):
+            return {"flip": _uniform(seed, 0)}
+
+        @staticmethod
+        def apply(args, draws, image, boxes, labels):
+            do_flip = tf.less(draws["flip"], tf.cast(args["probability"], tf.float32))
+            image, boxes = tf.cond(do_flip, lambda: transform(image, boxes), lambda: (image, boxes))
+            return image, boxes, labels
+
+    return FlipOp
 
 
 def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -182,6 +186,99 @@ def horizontal_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.T
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
     flipped = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
     return tf.image.flip_left_right(image), flipped
+
+
+def vertical_flip(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """TF1 `random_vertical_flip`'s transform (`_flip_boxes_up_down`)."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    flipped = tf.stack([1.0 - ymax, xmin, 1.0 - ymin, xmax], axis=-1)
+    return tf.image.flip_up_down(image), flipped
+
+
+def rotate90(image: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """TF1 `random_rotation90`'s transform: 90 degrees counter-clockwise (`_rot90_boxes`)."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    rotated = tf.stack([1.0 - xmax, ymin, 1.0 - xmin, ymax], axis=-1)
+    return tf.image.rot90(image), rotated
+
+
+RandomHorizontalFlip = _flip_op(horizontal_flip, "keypoint_flip_permutation")
+RandomVerticalFlip = _flip_op(vertical_flip, "keypoint_flip_permutation")
+RandomRotation90 = _flip_op(rotate90, "keypoint_rot_permutation")
+
+
+class RandomPixelValueScale(Op):
+    @staticmethod
+    def arguments(config):
+        return _set_fields(config)
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        low, high = float(args.get("minval", 0.9)), float(args.get("maxval", 1.1))
+        return {"color_coef": tf.random.stateless_uniform(tf.shape(image), seed, low, high)}
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        return tf.clip_by_value(image * draws["color_coef"], 0.0, 255.0), boxes, labels
+
+
+# random_jitter_boxes: jitter_mode -> (ratio range sign, symmetric?, same ratio for x and y?)
+_JITTER_MODES = {
+    "default": ((-1, 1), False, False),
+    "expand": ((0, 1), False, False),
+    "shrink": ((-1, 0), False, False),
+    "expand_symmetric": ((0, 1), True, False),
+    "shrink_symmetric": ((-1, 0), True, False),
+    "expand_symmetric_xy": ((0, 1), True, True),
+    "shrink_symmetric_xy": ((-1, 0), True, True),
+}
+
+
+class RandomJitterBoxes(Op):
+    """Moves box corners only. TF1 draws `tf.random.uniform` without the preprocessor cache, so
+    the tests feed TF1 the same uniform values by patching that function."""
+
+    @staticmethod
+    def arguments(config):
+        mode = type(config).JitterMode.Name(config.jitter_mode).lower()
+        return {"ratio": float(config.ratio), "jitter_mode": mode}
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        (low, high), symmetric, _ = _JITTER_MODES[args["jitter_mode"]]
+        shape = [tf.shape(boxes)[0], 2 if symmetric else 4]
+        ratio = args["ratio"]
+        return {"jitter": tf.random.stateless_uniform(shape, seed, low * ratio, high * ratio)}
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        _, symmetric, same_xy = _JITTER_MODES[args["jitter_mode"]]
+        ymin, xmin, ymax, xmax = tf.unstack(tf.transpose(boxes))
+        height, width = ymax - ymin, xmax - xmin  # BoxList.get_center_coordinates_and_sizes
+        ycenter, xcenter = ymin + height / 2.0, xmin + width / 2.0
+        height = tf.maximum(tf.abs(height), 1e-6)
+        width = tf.maximum(tf.abs(width), 1e-6)
+        distortion = 1.0 + draws["jitter"]
+        if symmetric:
+            height_distortion, width_distortion = distortion[:, 0], distortion[:, 1]
+            max_height = tf.abs(tf.minimum((2.0 * ycenter) / height, 2.0 * (1 - ycenter) / height))
+            max_width = tf.abs(tf.minimum((2.0 * xcenter) / width, 2.0 * (1 - xcenter) / width))
+            if same_xy:
+                height_distortion = width_distortion = distortion[:, 0]
+                max_height = max_width = tf.minimum(max_width, max_height)
+            height_distortion = tf.clip_by_value(height_distortion, -max_height, max_height)
+            width_distortion = tf.clip_by_value(width_distortion, -max_width, max_width)
+            ymin = ycenter - (height * height_distortion / 2.0)
+            ymax = ycenter + (height * height_distortion / 2.0)
+            xmin = xcenter - (width * width_distortion / 2.0)
+            xmax = xcenter + (width * width_distortion / 2.0)
+        else:
+            ymin = ycenter - (height * distortion[:, 0] / 2.0)
+            xmin = xcenter - (width * distortion[:, 1] / 2.0)
+            ymax = ycenter + (height * distortion[:, 2] / 2.0)
+            xmax = xcenter + (width * distortion[:, 3] / 2.0)
+        boxes = tf.stack([ymin, xmin, ymax, xmax], axis=1)
+        return image, tf.clip_by_value(boxes, 0.0, 1.0), labels
 
 
 def _color_op(adjust: Callable[[tf.Tensor, tf.Tensor], tf.Tensor], key: str, symmetric: bool):
@@ -380,53 +477,63 @@ class RandomPadImage(Op):
 
     @staticmethod
     def draw(args, seed, image, boxes):
-        shape = tf.shape(image)
-        size = tf.stack([shape[0], shape[1]])
-        max_size = args.get("max_image_size")
-        max_size = size * 2 if max_size is None else tf.constant(max_size, tf.int32)
-        max_size = tf.maximum(max_size, size)
-        min_size = args.get("min_image_size")
-        min_size = size if min_size is None else tf.constant(min_size, tf.int32)
-        min_size = tf.maximum(min_size, size)
-        target = [
-            tf.cond(
-                max_size[i] > min_size[i],
-                lambda i=i: _integer(seed, i, min_size[i], max_size[i]),
-                lambda i=i: max_size[i],
-            )
-            for i in (0, 1)
-        ]
-        offset = [
-            tf.cond(
-                target[i] > size[i],
-                lambda i=i: _integer(seed, 2 + i, 0, target[i] - size[i]),
-                lambda: tf.constant(0, tf.int32),
-            )
-            for i in (0, 1)
-        ]
-        return {
-            "target_height": target[0],
-            "target_width": target[1],
-            "offset_height": offset[0],
-            "offset_width": offset[1],
-        }
+        size = tf.shape(image)[:2]
+        return pad_draw(seed, 0, size, args.get("min_image_size"), args.get("max_image_size"))
 
     @staticmethod
     def apply(args, draws, image, boxes, labels):
-        color = args.get("pad_color")
-        pad_color = (
-            tf.reduce_mean(image, axis=[0, 1]) if color is None else tf.constant(color, tf.float32)
+        return (*pad_apply(draws, image, boxes, args.get("pad_color")), labels)
+
+
+def pad_draw(seed: tf.Tensor, first: int, size: tf.Tensor, min_size, max_size) -> Draws:
+    """random_pad_image's draws for an image of `size` (draws first.. first+3 of `seed`); sizes
+    default to 1x and 2x the image and are never below it."""
+    max_size = size * 2 if max_size is None else tf.cast(max_size, tf.int32)
+    max_size = tf.maximum(max_size, size)
+    min_size = size if min_size is None else tf.cast(min_size, tf.int32)
+    min_size = tf.maximum(min_size, size)
+    target = [
+        tf.cond(
+            max_size[i] > min_size[i],
+            lambda i=i: _integer(seed, first + i, min_size[i], max_size[i]),
+            lambda i=i: max_size[i],
         )
-        shape = tf.shape(image)
-        height, width = shape[0], shape[1]
-        th, tw = draws["target_height"], draws["target_width"]
-        oh, ow = draws["offset_height"], draws["offset_width"]
-        new_image = tf.image.pad_to_bounding_box(image, oh, ow, th, tw)
-        ones = tf.image.pad_to_bounding_box(tf.ones_like(image), oh, ow, th, tw)
-        new_image += (1.0 - ones) * pad_color
-        window = tf.cast(tf.stack([-oh, -ow, th - oh, tw - ow]), tf.float32)
-        window /= tf.cast(tf.stack([height, width, height, width]), tf.float32)
-        return new_image, change_coordinate_frame(boxes, window), labels
+        for i in (0, 1)
+    ]
+    offset = [
+        tf.cond(
+            target[i] > size[i],
+            lambda i=i: _integer(seed, first + 2 + i, 0, target[i] - size[i]),
+            lambda: tf.constant(0, tf.int32),
+        )
+        for i in (0, 1)
+    ]
+    return {
+        "target_height": target[0],
+        "target_width": target[1],
+        "offset_height": offset[0],
+        "offset_width": offset[1],
+    }
+
+
+def pad_apply(draws: Draws, image, boxes, pad_color) -> tuple[tf.Tensor, tf.Tensor]:
+    """random_pad_image given its draws: the image placed on a canvas of `pad_color` (its mean
+    colour when None), the boxes re-expressed in the canvas."""
+    pad_color = (
+        tf.reduce_mean(image, axis=[0, 1])
+        if pad_color is None
+        else tf.constant(pad_color, tf.float32)
+    )
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    th, tw = draws["target_height"], draws["target_width"]
+    oh, ow = draws["offset_height"], draws["offset_width"]
+    new_image = tf.image.pad_to_bounding_box(image, oh, ow, th, tw)
+    ones = tf.image.pad_to_bounding_box(tf.ones_like(image), oh, ow, th, tw)
+    new_image += (1.0 - ones) * pad_color
+    window = tf.cast(tf.stack([-oh, -ow, th - oh, tw - ow]), tf.float32)
+    window /= tf.cast(tf.stack([height, width, height, width]), tf.float32)
+    return new_image, change_coordinate_frame(boxes, window)
 
 
 # ---- crops -----------------------------------------------------------------------------------
@@ -534,14 +641,11 @@ class SSDRandomCrop(Op):
 
     @staticmethod
     def draw(args, seed, image, boxes):
-        cases = args["cases"]
-        selected = _integer(seed, 0, 0, len(cases))
         window_seed = _sub(seed, 2)
-        windows = tf.switch_case(
-            selected,
-            [lambda case=case: _crop_window(case, window_seed, image, boxes) for case in cases],
+        draws = _select_case(
+            seed, args["cases"], lambda case: _crop_window(case, window_seed, image, boxes)
         )
-        return {"case": selected, "crop_coef": _uniform(seed, 1), **windows}
+        return {**draws, "crop_coef": _uniform(seed, 1)}
 
     @staticmethod
     def apply(args, draws, image, boxes, labels):
@@ -551,6 +655,242 @@ class SSDRandomCrop(Op):
         ]
         image, boxes, labels = tf.switch_case(draws["case"], branches)
         return image, boxes, labels
+
+
+def _no_labels(boxes: tf.Tensor) -> tf.Tensor:
+    return tf.zeros(tf.shape(boxes)[:1], tf.int32)
+
+
+def _padded_size_ratio(values: Sequence[float], name: str, default: tuple[float, float]):
+    if not values:
+        return default
+    if len(values) != 2:
+        raise ValueError(f"{name} has {len(values)} values; give 2 (height, width) or none")
+    return (float(values[0]), float(values[1]))
+
+
+@dataclasses.dataclass(frozen=True)
+class CropPadCase:
+    """The arguments of one TF1 `random_crop_pad_image` call: a crop, then a pad to between
+    min_padded_size_ratio and max_padded_size_ratio of the image *before* the crop."""
+
+    crop: CropCase = CropCase()
+    min_padded_size_ratio: tuple[float, float] = (1.0, 1.0)
+    max_padded_size_ratio: tuple[float, float] = (2.0, 2.0)
+    pad_color: tuple[float, float, float] | None = None
+
+
+def _crop_pad_draw(case: CropPadCase, seed: tf.Tensor, crop_draws: Draws, image, boxes) -> Draws:
+    """The pad draws of random_crop_pad_image, on the image its crop draws give."""
+    cropped = random_crop(case.crop, crop_draws, image, boxes, _no_labels(boxes))[0]
+    size = tf.cast(tf.shape(image)[:2], tf.float32)
+    min_size = tf.cast(size * case.min_padded_size_ratio, tf.int32)
+    max_size = tf.cast(size * case.max_padded_size_ratio, tf.int32)
+    return pad_draw(seed, 3, tf.shape(cropped)[:2], min_size, max_size)
+
+
+def crop_pad(case: CropPadCase, draws: Draws, image, boxes, labels) -> Example:
+    image, boxes, labels = random_crop(case.crop, draws, image, boxes, labels)
+    return (*pad_apply(draws, image, boxes, case.pad_color), labels)
+
+
+class RandomCropPadImage(Op):
+    @staticmethod
+    def arguments(config):
+        pad_color = None
+        if config.pad_color:
+            if len(config.pad_color) != 3:
+                raise ValueError(f"pad_color has {len(config.pad_color)} values; give 3 (RGB)")
+            pad_color = tuple(float(c) for c in config.pad_color)
+        case = CropPadCase(
+            _crop_case(config),
+            _padded_size_ratio(config.min_padded_size_ratio, "min_padded_size_ratio", (1.0, 1.0)),
+            _padded_size_ratio(config.max_padded_size_ratio, "max_padded_size_ratio", (2.0, 2.0)),
+            pad_color,
+        )
+        return {"case": case}
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        case = args["case"]
+        draws = RandomCropImage.draw({"case": case.crop}, seed, image, boxes)
+        return {**draws, **_crop_pad_draw(case, seed, draws, image, boxes)}
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        return crop_pad(args["case"], draws, image, boxes, labels)
+
+
+# ssd_random_crop_pad without operations: the TF1 function's defaults.
+SSD_PAD_DEFAULT_CASES = tuple(
+    CropPadCase(CropCase(covered, (0.5, 2.0), (0.1, 1.0), covered, True, 0.15))
+    for covered in (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+)
+
+
+def _select_case(seed: tf.Tensor, cases: Sequence[Any], draw_case: Callable[[Any], Draws]):
+    """_apply_with_random_selector_tuples: a uniform case index (draw 0), then that case's draws."""
+    selected = _integer(seed, 0, 0, len(cases))
+    draws = tf.switch_case(selected, [lambda case=case: draw_case(case) for case in cases])
+    return {"case": selected, **draws}
+
+
+class SSDRandomCropPad(Op):
+    @staticmethod
+    def arguments(config):
+        cases = tuple(
+            CropPadCase(
+                _crop_case(op),
+                _padded_size_ratio(op.min_padded_size_ratio, "min_padded_size_ratio", ()),
+                _padded_size_ratio(op.max_padded_size_ratio, "max_padded_size_ratio", ()),
+                (float(op.pad_color_r), float(op.pad_color_g), float(op.pad_color_b)),
+            )
+            for op in config.operations
+        )
+        for case in cases:
+            if not case.min_padded_size_ratio or not case.max_padded_size_ratio:
+                raise ValueError(
+                    "an operation leaves min_padded_size_ratio or max_padded_size_ratio unset "
+                    "(TF1 needs both, 2 values each)"
+                )
+        return {"cases": cases or SSD_PAD_DEFAULT_CASES}
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        crop_coef = _uniform(seed, 1)
+        window_seed = _sub(seed, 2)
+
+        def draw_case(case):
+            draws = {"crop_coef": crop_coef, **_crop_window(case.crop, window_seed, image, boxes)}
+            return {**draws, **_crop_pad_draw(case, seed, draws, image, boxes)}
+
+        return {"crop_coef": crop_coef, **_select_case(seed, args["cases"], draw_case)}
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        branches = [
+            lambda case=case: crop_pad(case, draws, image, boxes, labels) for case in args["cases"]
+        ]
+        return tf.switch_case(draws["case"], branches)
+
+
+def _aspect_crop_size(image: tf.Tensor, aspect_ratio: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """random_crop_to_aspect_ratio's crop: the largest of the aspect ratio inside the image."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    image_ratio = tf.cast(width, tf.float32) / tf.cast(height, tf.float32)
+    ratio = tf.constant(aspect_ratio, tf.float32)
+    target_height = tf.cond(
+        image_ratio >= ratio,
+        lambda: height,
+        lambda: tf.cast(tf.round(tf.cast(width, tf.float32) / ratio), tf.int32),
+    )
+    target_width = tf.cond(
+        image_ratio <= ratio,
+        lambda: width,
+        lambda: tf.cast(tf.round(tf.cast(height, tf.float32) * ratio), tf.int32),
+    )
+    return target_height, target_width
+
+
+def _aspect_crop_draw(seed: tf.Tensor, first: int, image: tf.Tensor, aspect_ratio: float) -> Draws:
+    shape = tf.shape(image)
+    target_height, target_width = _aspect_crop_size(image, aspect_ratio)
+    return {
+        "aspect_offset_height": _integer(seed, first, 0, shape[0] - target_height + 1),
+        "aspect_offset_width": _integer(seed, first + 1, 0, shape[1] - target_width + 1),
+    }
+
+
+def aspect_crop(args: dict[str, Any], draws: Draws, image, boxes, labels) -> Example:
+    """random_crop_to_aspect_ratio given its offsets: crop, keep the boxes at least
+    overlap_thresh inside (prune_non_overlapping_boxes), re-express them in the crop, clip and
+    drop the empty ones (clip_to_window)."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    target_height, target_width = _aspect_crop_size(image, args["aspect_ratio"])
+    oh, ow = draws["aspect_offset_height"], draws["aspect_offset_width"]
+    new_image = tf.image.crop_to_bounding_box(image, oh, ow, target_height, target_width)
+    size = tf.cast(tf.stack([height, width, height, width]), tf.float32)
+    window = tf.cast(tf.stack([oh, ow, oh + target_height, ow + target_width]), tf.float32) / size
+    keep = tf.squeeze(
+        tf.where(tf.greater_equal(_ioa_of_window(window, boxes), args["overlap_thresh"])), [1]
+    )
+    boxes, labels = tf.gather(boxes, keep), tf.gather(labels, keep)
+    boxes = change_coordinate_frame(boxes, window)
+    if args["clip_boxes"]:
+        y_min, x_min, y_max, x_max = tf.split(boxes, 4, axis=1)
+        boxes = tf.concat(
+            [tf.maximum(tf.minimum(c, 1.0), 0.0) for c in (y_min, x_min, y_max, x_max)], 1
+        )
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        nonempty = tf.reshape(tf.where(tf.greater(areas, 0.0)), [-1])
+        boxes, labels = tf.gather(boxes, nonempty), tf.gather(labels, nonempty)
+    return new_image, boxes, labels
+
+
+class RandomCropToAspectRatio(Op):
+    moves_pixels_only = True
+
+    @staticmethod
+    def arguments(config):
+        if config.aspect_ratio <= 0:
+            raise ValueError(f"aspect_ratio is {config.aspect_ratio}; give a width/height > 0")
+        return {
+            "aspect_ratio": float(config.aspect_ratio),
+            "overlap_thresh": float(config.overlap_thresh),
+            "clip_boxes": bool(config.clip_boxes),
+        }
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        return _aspect_crop_draw(seed, 0, image, args["aspect_ratio"])
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        return aspect_crop(args, draws, image, boxes, labels)
+
+
+class SSDRandomCropFixedAspectRatio(Op):
+    """ssd_random_crop with every case's aspect ratio fixed, then random_crop_to_aspect_ratio
+    (overlap 0.3, always clipped: TF1 passes it the truthy clip_boxes tuple)."""
+
+    moves_pixels_only = True
+
+    @staticmethod
+    def arguments(config):
+        if not config.operations:  # the builder passes no arguments: the function's defaults
+            ratio = 1.0
+            cases = tuple(
+                dataclasses.replace(case, aspect_ratio_range=(ratio, ratio))
+                for case in SSD_DEFAULT_CASES
+            )
+        else:
+            ratio = float(config.aspect_ratio)
+            cases = tuple(
+                CropCase(
+                    min_object_covered=float(op.min_object_covered),
+                    aspect_ratio_range=(ratio, ratio),
+                    area_range=(float(op.min_area), float(op.max_area)),
+                    overlap_thresh=float(op.overlap_thresh),
+                    clip_boxes=bool(op.clip_boxes),
+                    random_coef=float(op.random_coef),
+                )
+                for op in config.operations
+            )
+        aspect = {"aspect_ratio": ratio, "overlap_thresh": 0.3, "clip_boxes": True}
+        return {"cases": cases, "aspect": aspect}
+
+    @staticmethod
+    def draw(args, seed, image, boxes):
+        draws = SSDRandomCrop.draw(args, seed, image, boxes)
+        cropped = SSDRandomCrop.apply(args, draws, image, boxes, _no_labels(boxes))[0]
+        return {**draws, **_aspect_crop_draw(seed, 3, cropped, args["aspect"]["aspect_ratio"])}
+
+    @staticmethod
+    def apply(args, draws, image, boxes, labels):
+        image, boxes, labels = SSDRandomCrop.apply(args, draws, image, boxes, labels)
+        return aspect_crop(args["aspect"], draws, image, boxes, labels)
 
 
 OPS: dict[str, type[Op]] = {
@@ -566,6 +906,14 @@ OPS: dict[str, type[Op]] = {
     "random_pad_image": RandomPadImage,
     "random_image_scale": RandomImageScale,
     "random_crop_image": RandomCropImage,
+    "random_vertical_flip": RandomVerticalFlip,
+    "random_rotation90": RandomRotation90,
+    "random_pixel_value_scale": RandomPixelValueScale,
+    "random_jitter_boxes": RandomJitterBoxes,
+    "random_crop_pad_image": RandomCropPadImage,
+    "ssd_random_crop_pad": SSDRandomCropPad,
+    "random_crop_to_aspect_ratio": RandomCropToAspectRatio,
+    "ssd_random_crop_fixed_aspect_ratio": SSDRandomCropFixedAspectRatio,
 }
 SUPPORTED = tuple(OPS)
 DEFAULT_STEPS = (Step("random_horizontal_flip", (("probability", 0.5),)),)

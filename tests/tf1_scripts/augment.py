@@ -7,9 +7,10 @@ values taken from the given draws through `preprocess_vars_cache`.
 IN.npz: image [H, W, 3] float32, boxes [N, 4], labels [N], and `spec`, a JSON string
 {"steps": [PreprocessingStep text, ...], "cache": [[function_id, key, [array name, ...]], ...]};
 key "*" stands for any key. A draw the steps ask for that is not given is an error, so TF1 never
-draws a random value of its own; without "cache", TF1 draws its own values and the steps run
-`repeat` times (OUT.npz then holds per run: height, width, num_boxes, mean). OUT.npz: image, boxes,
-labels.
+draws a random value of its own; "uniform" names an array that `tf.random.uniform` returns instead
+of drawing (random_jitter_boxes draws that way, outside the cache). Without "cache", TF1 draws its
+own values and the steps run `repeat` times (OUT.npz then holds per run: height, width,
+num_boxes, mean). OUT.npz: image, boxes, labels.
 """
 
 import json
@@ -25,6 +26,8 @@ from object_detection.builders import preprocessor_builder  # noqa: E402
 from object_detection.core import preprocessor  # noqa: E402
 from object_detection.core import standard_fields as fields  # noqa: E402
 from object_detection.protos import preprocessor_pb2  # noqa: E402
+
+UNIFORM = preprocessor.tf.random.uniform
 
 
 class GivenDraws:
@@ -50,6 +53,12 @@ def run(source, target):
     for function_id, key, names in spec.get("cache", []):
         values = tuple(tf.constant(data[name]) for name in names)
         entries[(function_id, str(key))] = values[0] if len(values) == 1 else values
+    # The preprocessor's `tf` is tensorflow.compat.v1; each job sets (or undoes) the patch.
+    if "uniform" in spec:
+        given = tf.constant(data[spec["uniform"]])
+        preprocessor.tf.random.uniform = lambda *args, **kwargs: given
+    else:
+        preprocessor.tf.random.uniform = UNIFORM
     steps = []
     for text in spec["steps"]:
         message = preprocessor_pb2.PreprocessingStep()

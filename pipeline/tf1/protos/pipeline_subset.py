@@ -89,10 +89,19 @@ _PREPROCESSING_STEPS = {
     "random_pad_image": "RandomPadImage",
     "random_black_patches": "RandomBlackPatches",
     "ssd_random_crop": "SSDRandomCrop",
+    "random_vertical_flip": "RandomVerticalFlip",
+    "random_rotation90": "RandomRotation90",
+    "random_pixel_value_scale": "RandomPixelValueScale",
+    "random_jitter_boxes": "RandomJitterBoxes",
+    "random_crop_pad_image": "RandomCropPadImage",
+    "random_crop_to_aspect_ratio": "RandomCropToAspectRatio",
+    "ssd_random_crop_pad": "SSDRandomCropPad",
+    "ssd_random_crop_fixed_aspect_ratio": "SSDRandomCropFixedAspectRatio",
 }
 
 # message name -> {"fields": [(name, number, type, default-or-None, repeated?)],
-#                  "oneofs": {oneof name: [field names]}, "enums": {enum name: [values]}}
+#                  "oneofs": {oneof name: [field names]},
+#                  "enums": {enum name: [values] or {value: number}}}
 # A type that is not a scalar names a message or enum of this file ("Outer.Inner" for nested).
 _MESSAGES: dict[str, dict[str, Any]] = {
     "TrainEvalPipelineConfig": {
@@ -186,6 +195,92 @@ _MESSAGES: dict[str, dict[str, Any]] = {
             ("min_object_covered", 1, "float"),
             ("min_aspect_ratio", 2, "float"),
             ("max_aspect_ratio", 3, "float"),
+            ("min_area", 4, "float"),
+            ("max_area", 5, "float"),
+            ("overlap_thresh", 6, "float"),
+            ("clip_boxes", 8, "bool", True),
+            ("random_coef", 7, "float"),
+        ]
+    },
+    "RandomVerticalFlip": {
+        "fields": [
+            ("keypoint_flip_permutation", 1, "int32", None, True),
+            ("probability", 2, "float", 0.5),
+        ]
+    },
+    "RandomRotation90": {
+        "fields": [
+            ("keypoint_rot_permutation", 1, "int32", None, True),
+            ("probability", 2, "float", 0.5),
+        ]
+    },
+    "RandomPixelValueScale": {"fields": [("minval", 1, "float", 0.9), ("maxval", 2, "float", 1.1)]},
+    "RandomJitterBoxes": {
+        "enums": {
+            "JitterMode": {
+                "DEFAULT": 0,
+                "EXPAND": 1,
+                "SHRINK": 2,
+                "EXPAND_SYMMETRIC": 4,
+                "SHRINK_SYMMETRIC": 5,
+                "EXPAND_SYMMETRIC_XY": 6,
+                "SHRINK_SYMMETRIC_XY": 7,
+            }
+        },
+        "fields": [
+            ("ratio", 1, "float", 0.05),
+            ("jitter_mode", 2, "RandomJitterBoxes.JitterMode", "DEFAULT"),
+        ],
+    },
+    "RandomCropPadImage": {
+        "fields": [
+            ("min_object_covered", 1, "float", 1.0),
+            ("min_aspect_ratio", 2, "float", 0.75),
+            ("max_aspect_ratio", 3, "float", 1.33),
+            ("min_area", 4, "float", 0.1),
+            ("max_area", 5, "float", 1.0),
+            ("overlap_thresh", 6, "float", 0.3),
+            ("clip_boxes", 11, "bool", True),
+            ("random_coef", 7, "float", 0.0),
+            ("min_padded_size_ratio", 8, "float", None, True),
+            ("max_padded_size_ratio", 9, "float", None, True),
+            ("pad_color", 10, "float", None, True),
+        ]
+    },
+    "RandomCropToAspectRatio": {
+        "fields": [
+            ("aspect_ratio", 1, "float", 1.0),
+            ("overlap_thresh", 2, "float", 0.3),
+            ("clip_boxes", 3, "bool", True),
+        ]
+    },
+    "SSDRandomCropPad": {"fields": [("operations", 1, "SSDRandomCropPadOperation", None, True)]},
+    "SSDRandomCropPadOperation": {
+        "fields": [
+            ("min_object_covered", 1, "float"),
+            ("min_aspect_ratio", 2, "float"),
+            ("max_aspect_ratio", 3, "float"),
+            ("min_area", 4, "float"),
+            ("max_area", 5, "float"),
+            ("overlap_thresh", 6, "float"),
+            ("clip_boxes", 13, "bool", True),
+            ("random_coef", 7, "float"),
+            ("min_padded_size_ratio", 8, "float", None, True),
+            ("max_padded_size_ratio", 9, "float", None, True),
+            ("pad_color_r", 10, "float"),
+            ("pad_color_g", 11, "float"),
+            ("pad_color_b", 12, "float"),
+        ]
+    },
+    "SSDRandomCropFixedAspectRatio": {
+        "fields": [
+            ("operations", 1, "SSDRandomCropFixedAspectRatioOperation", None, True),
+            ("aspect_ratio", 2, "float", 1.0),
+        ]
+    },
+    "SSDRandomCropFixedAspectRatioOperation": {
+        "fields": [
+            ("min_object_covered", 1, "float"),
             ("min_area", 4, "float"),
             ("max_area", 5, "float"),
             ("overlap_thresh", 6, "float"),
@@ -600,9 +695,11 @@ def _enum_names() -> set[str]:
     return names
 
 
-def _add_enum(target: Any, name: str, values: list[str]) -> None:
+def _add_enum(target: Any, name: str, values: list[str] | dict[str, int]) -> None:
+    """Values numbered 0.. in order, or {name: number} where the proto's numbering has gaps."""
     enum = target.add(name=name)
-    for number, value in enumerate(values):
+    numbered = values.items() if isinstance(values, dict) else map(reversed, enumerate(values))
+    for value, number in numbered:
         enum.value.add(name=value, number=number)
 
 
