@@ -33,19 +33,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # test_training_support: the converted model
 
 
+def feature(kind: str, values) -> tf.train.Feature:
+    """A tf.train.Feature of `kind` (bytes_list, float_list, int64_list)."""
+    lists = {
+        "bytes_list": tf.train.BytesList,
+        "float_list": tf.train.FloatList,
+        "int64_list": tf.train.Int64List,
+    }
+    return tf.train.Feature(**{kind: lists[kind](value=values)})
+
+
 def _write_tfrecords(path: Path, count: int) -> None:
     rng = np.random.default_rng(1)
-
-    def feature(kind, values):
-        return tf.train.Feature(
-            **{
-                kind: {
-                    "bytes_list": tf.train.BytesList,
-                    "float_list": tf.train.FloatList,
-                    "int64_list": tf.train.Int64List,
-                }[kind](value=values)
-            }
-        )
 
     with tf.io.TFRecordWriter(str(path)) as writer:
         for index in range(count):
@@ -74,7 +73,17 @@ def _write_tfrecords(path: Path, count: int) -> None:
             )
 
 
-def _trainer(converted: Path, records: Path, batch: int, freeze: str, cached: bool):
+def build_trainer(
+    converted: Path,
+    records: Path,
+    batch: int,
+    freeze: str,
+    cached: bool,
+    optimizer: str = "sgd_momentum",
+    overrides: dict | None = None,
+):
+    """Model Garden's Orbit trainer on the fine-tune task, from conf/train (constant schedule,
+    `overrides` as dotted train.* keys); `cached`: one input batch, cached and repeated."""
     from official.core import base_trainer
     from omegaconf import OmegaConf
 
@@ -84,10 +93,12 @@ def _trainer(converted: Path, records: Path, batch: int, freeze: str, cached: bo
 
     conf = OmegaConf.load(ROOT / "conf" / "train" / "finetune.yaml")
     conf.pop("defaults")
-    conf.optimizer = OmegaConf.load(ROOT / "conf" / "train" / "optimizer" / "sgd_momentum.yaml")
+    conf.optimizer = OmegaConf.load(ROOT / "conf" / "train" / "optimizer" / f"{optimizer}.yaml")
     conf.schedule = OmegaConf.load(ROOT / "conf" / "train" / "schedule" / "constant.yaml")
     conf.freeze = OmegaConf.load(ROOT / "conf" / "train" / "freeze" / f"{freeze}.yaml")
     conf.batch_size = batch
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(conf, key, value, force_add=True)
     experiment = experiment_from_params(conf, str(converted), str(records))
     task = SSDFinetuneTask(experiment.task)
     model = task.build_model()
@@ -107,7 +118,7 @@ def _trainer(converted: Path, records: Path, batch: int, freeze: str, cached: bo
     )
 
 
-def _images_per_second(trainer, steps: int, batch: int) -> float:
+def images_per_second(trainer, steps: int, batch: int) -> float:
     start = time.perf_counter()
     trainer.train(tf.constant(steps, tf.int32))
     trainer.global_step.numpy()  # wait for the loop
@@ -134,15 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             "cached_frozen_backbone": ("backbone", True),
         }
         trainers = {
-            name: _trainer(scratch / "converted", scratch / "train.tfrecord", args.batch_size, *cfg)
+            name: build_trainer(
+                scratch / "converted", scratch / "train.tfrecord", args.batch_size, *cfg
+            )
             for name, cfg in setups.items()
         }
         for trainer in trainers.values():  # trace + warm the input pipeline
-            _images_per_second(trainer, 5, args.batch_size)
+            images_per_second(trainer, 5, args.batch_size)
         rates: dict[str, list[float]] = {name: [] for name in trainers}
         for _ in range(args.repeats):
             for name, trainer in trainers.items():
-                rates[name].append(_images_per_second(trainer, args.steps, args.batch_size))
+                rates[name].append(images_per_second(trainer, args.steps, args.batch_size))
     median = {name: statistics.median(values) for name, values in rates.items()}
     result = {
         "image_size": args.image_size,
