@@ -33,9 +33,10 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
-from pipeline.modeling import inception
+from pipeline.modeling import inception, quantization
 from pipeline.modeling import mobilenet_defs as defs
 from pipeline.modeling.functional import TF1FunctionalModel
+from pipeline.modeling.spec import QUANTIZED_ARCHITECTURES
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
@@ -97,8 +98,12 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         norm_epsilon: float = 0.001,
         use_sync_bn: bool = False,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        weight_bits: int = 0,
+        activation_bits: int = 0,
         **kwargs: Any,
     ) -> None:
+        if weight_bits > 0 and architecture not in QUANTIZED_ARCHITECTURES:
+            raise ValueError(f"no quantized {architecture}; use one of {QUANTIZED_ARCHITECTURES}")
         if architecture not in SCOPES or architecture in BACKBONE_TYPES:
             mobilenets = [name for name in SCOPES if name not in BACKBONE_TYPES]
             raise ValueError(f"unsupported architecture {architecture!r}; use one of {mobilenets}")
@@ -115,6 +120,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
             "kernel_regularizer": kernel_regularizer,
+            "weight_bits": weight_bits,
+            "activation_bits": activation_bits,
         }
         self._block_kwargs = {
             "kernel_regularizer": kernel_regularizer,
@@ -261,12 +268,18 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
     def _mobilenet_v1(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
         cfg = self._config_dict
         scope = SCOPES["ssd_mobilenet_v1"]
+        # TF1 names the quantization ops by op scope, which repeats `MobilenetV1`.
+        quant_scope = f"{scope}/MobilenetV1"
         taps = _V1_FPN_TAPS if cfg["architecture"] == "ssd_mobilenet_v1_fpn" else _V1_TAPS
+        quantized = cfg["weight_bits"] > 0
+        conv_block, separable_block = quantization.conv_blocks(
+            cfg["weight_bits"], cfg["activation_bits"]
+        )
 
         def depth(d: int) -> int:
             return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        block = Conv2DBNBlock(
+        block = conv_block(
             filters=depth(32),
             kernel_size=3,
             strides=2,
@@ -275,9 +288,11 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv2d_0", block, "_conv0", "_norm0")
+        if quantized:
+            layout.fake_quant(f"{quant_scope}/Conv2d_0", block, "0")
         endpoints = {}
         for index, (stride, out) in enumerate(_V1_BLOCKS, start=1):
-            block = nn_blocks.DepthwiseSeparableConvBlock(
+            block = separable_block(
                 filters=depth(out), kernel_size=3, strides=stride, activation=cfg["activation"],
                 **self._block_kwargs,
             )  # fmt: skip
@@ -286,6 +301,9 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 f"{scope}/Conv2d_{index}_depthwise", block, "_dwconv0", "_norm0", depthwise=True
             )
             layout.conv_bn(f"{scope}/Conv2d_{index}_pointwise", block, "_conv1", "_norm1")
+            if quantized:
+                layout.fake_quant(f"{quant_scope}/Conv2d_{index}_depthwise", block, "0")
+                layout.fake_quant(f"{quant_scope}/Conv2d_{index}_pointwise", block, "1")
             if index in taps:
                 endpoints[taps[index]] = x
         return endpoints
@@ -304,6 +322,9 @@ class TF1SSDMobileNetConfig(hyperparams.Config):
     activation: str = "relu6"
     batch_norm_scale: bool = True
     batch_norm_center: bool = True
+    # TF1 quantized graphs (graph_rewriter.quantization): fake-quant bits; 0 = float model.
+    weight_bits: int = 0
+    activation_bits: int = 0
 
 
 @dataclasses.dataclass
@@ -342,4 +363,6 @@ def build_tf1_ssd_mobilenet(
         norm_epsilon=norm_activation_config.norm_epsilon,
         use_sync_bn=norm_activation_config.use_sync_bn,
         kernel_regularizer=l2_regularizer,
+        weight_bits=cfg.weight_bits,
+        activation_bits=cfg.activation_bits,
     )
