@@ -30,8 +30,7 @@ import tensorflow as tf
 import tf_keras
 from official.modeling import hyperparams
 from official.vision.modeling.backbones import factory
-from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
-from official.vision.modeling.layers import nn_blocks, nn_layers
+from official.vision.modeling.layers import nn_layers
 
 from pipeline.modeling import inception, quantization
 from pipeline.modeling import mobilenet_defs as defs
@@ -129,7 +128,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
         }
-        layout = TF1Layout("backbone", bn_implied(batch_norm_scale, batch_norm_center))
+        layout = TF1Layout(
+            "backbone", bn_implied(batch_norm_scale, batch_norm_center), weight_bits > 0
+        )
+        self._blocks = quantization.conv_blocks(weight_bits, activation_bits)
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         if architecture == "ssd_mobilenet_v2":
             endpoints = self._mobilenet_v2_v3(inputs, layout, defs.V2)
@@ -176,7 +178,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         tapped = None
         if tap:
             expanded = nn_layers.make_divisible(in_depth * expand_ratio, 8)
-            expand = Conv2DBNBlock(
+            expand = self._blocks.conv_bn(
                 filters=expanded,
                 kernel_size=1,
                 strides=1,
@@ -185,9 +187,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             )
             x = tapped = expand(x)
             layout.conv_bn(f"{scope}/expand", expand, "_conv0", "_norm0")
+            layout.fake_quant(f"{scope}/expand", expand, "0")
             if stride == 1 and expanded == out_depth:
                 raise ValueError(f"{scope}: splitting a residual block would drop its shortcut")
-            block = nn_blocks.InvertedBottleneckBlock(
+            block = self._blocks.inverted_bottleneck(
                 in_filters=expanded,
                 out_filters=out_depth,
                 expand_ratio=1,
@@ -195,7 +198,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 **ib_kwargs,
             )
         else:
-            block = nn_blocks.InvertedBottleneckBlock(
+            block = self._blocks.inverted_bottleneck(
                 in_filters=in_depth,
                 out_filters=out_depth,
                 expand_ratio=expand_ratio,
@@ -205,12 +208,18 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         x = block(x)
         if expand_ratio > 1 and not tap:
             layout.conv_bn(f"{scope}/expand", block, "_conv0", "_norm0")
+            layout.fake_quant(f"{scope}/expand", block, "0")
         layout.conv_bn(f"{scope}/depthwise", block, "_conv1", "_norm1", depthwise=True)
+        layout.fake_quant(f"{scope}/depthwise", block, "1")
         if squeeze_excite:
             se = block._squeeze_excitation
             layout.add(f"{scope}/squeeze_excite/Conv", "conv_bias", se, "_se_reduce")
             layout.add(f"{scope}/squeeze_excite/Conv_1", "conv_bias", se, "_se_expand")
         layout.conv_bn(f"{scope}/project", block, "_conv2", "_norm2")
+        layout.fake_quant(f"{scope}/project", block, "2")
+        if layout.quantized and block.has_residual:
+            name = f"{scope}/post_activation_bypass_quant"
+            layout.add(name, "fake_quant", block, "_bypass_quant")
         return x, tapped
 
     def _mobilenet_v2_v3(
@@ -225,7 +234,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         def depth(d: int) -> int:
             return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        block = Conv2DBNBlock(
+        block = self._blocks.conv_bn(
             filters=depth(conv_defs.first_conv_depth),
             kernel_size=3,
             strides=2,
@@ -234,6 +243,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
+        layout.fake_quant(f"{scope}/Conv", block, "0")
         in_depth = depth(conv_defs.first_conv_depth)
         endpoints = {}
         for index, spec in enumerate(conv_defs.blocks):
@@ -254,7 +264,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             if tapped is not None:
                 endpoints["4"] = tapped
             in_depth = depth(spec.depth)
-        block = Conv2DBNBlock(
+        block = self._blocks.conv_bn(
             filters=depth(conv_defs.last_conv_depth),
             kernel_size=1,
             strides=1,
@@ -263,6 +273,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         endpoints["5"] = block(x)
         layout.conv_bn(f"{scope}/Conv_1", block, "_conv0", "_norm0")
+        layout.fake_quant(f"{scope}/Conv_1", block, "0")
         return endpoints
 
     def _mobilenet_v1(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
@@ -271,15 +282,11 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         # TF1 names the quantization ops by op scope, which repeats `MobilenetV1`.
         quant_scope = f"{scope}/MobilenetV1"
         taps = _V1_FPN_TAPS if cfg["architecture"] == "ssd_mobilenet_v1_fpn" else _V1_TAPS
-        quantized = cfg["weight_bits"] > 0
-        conv_block, separable_block = quantization.conv_blocks(
-            cfg["weight_bits"], cfg["activation_bits"]
-        )
 
         def depth(d: int) -> int:
             return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        block = conv_block(
+        block = self._blocks.conv_bn(
             filters=depth(32),
             kernel_size=3,
             strides=2,
@@ -288,11 +295,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv2d_0", block, "_conv0", "_norm0")
-        if quantized:
-            layout.fake_quant(f"{quant_scope}/Conv2d_0", block, "0")
+        layout.fake_quant(f"{quant_scope}/Conv2d_0", block, "0")
         endpoints = {}
         for index, (stride, out) in enumerate(_V1_BLOCKS, start=1):
-            block = separable_block(
+            block = self._blocks.separable(
                 filters=depth(out), kernel_size=3, strides=stride, activation=cfg["activation"],
                 **self._block_kwargs,
             )  # fmt: skip
@@ -301,9 +307,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 f"{scope}/Conv2d_{index}_depthwise", block, "_dwconv0", "_norm0", depthwise=True
             )
             layout.conv_bn(f"{scope}/Conv2d_{index}_pointwise", block, "_conv1", "_norm1")
-            if quantized:
-                layout.fake_quant(f"{quant_scope}/Conv2d_{index}_depthwise", block, "0")
-                layout.fake_quant(f"{quant_scope}/Conv2d_{index}_pointwise", block, "1")
+            layout.fake_quant(f"{quant_scope}/Conv2d_{index}_depthwise", block, "0")
+            layout.fake_quant(f"{quant_scope}/Conv2d_{index}_pointwise", block, "1")
             if index in taps:
                 endpoints[taps[index]] = x
         return endpoints

@@ -77,9 +77,9 @@ class SSDExtraLayers(TF1FunctionalModel):
             "activation_bits": activation_bits,
         }
         block_kwargs = _block_kwargs(self._config_dict)
-        conv_block, separable_block = quantization.conv_blocks(weight_bits, activation_bits)
+        blocks = quantization.conv_blocks(weight_bits, activation_bits)
         implied = bn_implied(batch_norm_scale, batch_norm_center)
-        layout = TF1Layout("decoder")
+        layout = TF1Layout("decoder", quantized=weight_bits > 0)
         inputs = {level: tf_keras.Input(shape=shape[1:]) for level, shape in input_specs.items()}
         levels = sorted(int(level) for level in inputs)
         outputs = {str(level): inputs[str(level)] for level in levels}
@@ -93,16 +93,15 @@ class SSDExtraLayers(TF1FunctionalModel):
         for index in range(len(levels), num_layers):
             layer_depth = SSD_LAYER_DEPTHS[index]
             name = f"{scope}/{base}_1_Conv2d_{index}_1x1_{depth(layer_depth / 2)}"
-            block = conv_block(
+            block = blocks.conv_bn(
                 filters=depth(layer_depth / 2), kernel_size=1, strides=1, **block_kwargs
             )
             x = block(x)
             layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
-            if weight_bits > 0:
-                layout.fake_quant(name, block, "0")
+            layout.fake_quant(name, block, "0")
             name = f"{scope}/{base}_2_Conv2d_{index}_3x3_s2_{depth(layer_depth)}"
             if use_depthwise:
-                block = separable_block(
+                block = blocks.separable(
                     filters=depth(layer_depth), kernel_size=3, strides=2, **block_kwargs
                 )
                 x = block(x)
@@ -110,17 +109,15 @@ class SSDExtraLayers(TF1FunctionalModel):
                     f"{name}_depthwise", block, "_dwconv0", "_norm0", True, implied=implied
                 )
                 layout.conv_bn(name, block, "_conv1", "_norm1", implied=implied)
-                if weight_bits > 0:
-                    layout.fake_quant(f"{name}_depthwise", block, "0")
-                    layout.fake_quant(name, block, "1")
+                layout.fake_quant(f"{name}_depthwise", block, "0")
+                layout.fake_quant(name, block, "1")
             else:
-                block = conv_block(
+                block = blocks.conv_bn(
                     filters=depth(layer_depth), kernel_size=3, strides=2, **block_kwargs
                 )
                 x = block(x)
                 layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
-                if weight_bits > 0:
-                    layout.fake_quant(name, block, "0")
+                layout.fake_quant(name, block, "0")
             outputs[str(levels[0] + index)] = x
         self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 

@@ -92,7 +92,7 @@ def _use_tf1_predictors(
     head._classifier_kwargs["bias_initializer"] = tf_keras.initializers.Constant(
         class_prediction_bias_init
     )
-    head.tf1_layout = TF1Layout("head")
+    head.tf1_layout = TF1Layout("head", quantized=config.get("weight_bits", 0) > 0)
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")

@@ -26,7 +26,7 @@ with TF1's operation order, so equal inputs give equal quantization buckets. The
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 import tf_keras
@@ -184,6 +184,63 @@ class QuantizedDepthwiseSeparableConvBlock(nn_blocks.DepthwiseSeparableConvBlock
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
+class QuantizedInvertedBottleneckBlock(nn_blocks.InvertedBottleneckBlock):
+    """Model Garden's `InvertedBottleneckBlock` (slim `expanded_conv`) as TF1's quantized eval
+    graph computes it: expansion, depthwise and projection each folded and fake-quantized (the
+    projection's `act_quant` follows its `Identity` activation), and a residual sum quantized by
+    `post_activation_bypass_quant` (`_bypass_quant`)."""
+
+    def __init__(self, weight_bits: int = 8, activation_bits: int = 8, **kwargs: Any) -> None:
+        if kwargs.get("se_ratio") or kwargs.get("stochastic_depth_drop_rate"):
+            raise ValueError("quantized inverted bottlenecks without squeeze-excite only")
+        if not kwargs.get("use_depthwise", True):
+            raise ValueError("quantized inverted bottlenecks with a depthwise conv only")
+        super().__init__(**kwargs)
+        self._weight_bits = weight_bits
+        self._activation_bits = activation_bits
+
+    @property
+    def has_residual(self) -> bool:
+        return self._use_residual and self._in_filters == self._out_filters and self._strides == 1
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        shape = tf.TensorShape(input_shape)
+        if self._expand_ratio > 1:
+            shape = build_conv_bn(self._conv0, self._norm0, shape)
+            self._weights_quant0 = weights_quant(self._weight_bits)
+            self._act_quant0 = act_quant(self._activation_bits)
+        shape = build_conv_bn(self._conv1, self._norm1, shape)
+        build_conv_bn(self._conv2, self._norm2, shape)
+        for index in (1, 2):
+            setattr(self, f"_weights_quant{index}", weights_quant(self._weight_bits))
+            setattr(self, f"_act_quant{index}", act_quant(self._activation_bits))
+        if self.has_residual:
+            self._bypass_quant = FakeQuant(
+                num_bits=self._activation_bits, name="post_activation_bypass_quant"
+            )
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = inputs
+        if self._expand_ratio > 1:
+            x = folded_conv(x, self._conv0, self._norm0, self._weights_quant0)
+            x = self._act_quant0(self._activation_layer(x))
+        x = folded_conv(x, self._conv1, self._norm1, self._weights_quant1, depthwise=True)
+        x = self._act_quant1(self._depthwise_activation_layer(x))
+        x = self._act_quant2(folded_conv(x, self._conv2, self._norm2, self._weights_quant2))
+        if self.has_residual:
+            x = self._bypass_quant(x + inputs)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "weight_bits": self._weight_bits,
+            "activation_bits": self._activation_bits,
+        }
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
 class QuantizedConv2D(tf_keras.layers.Conv2D):
     """A box predictor conv (with bias, no BatchNorm, no activation) as TF1's quantized graph
     computes it: fake-quantized weights, conv, BiasAdd, fake-quantized output."""
@@ -211,13 +268,26 @@ class QuantizedConv2D(tf_keras.layers.Conv2D):
         }
 
 
-def conv_blocks(weight_bits: int, activation_bits: int) -> tuple[Any, Any]:
-    """(conv + BN block, depthwise-separable block) classes of a float (bits 0) or quantized
-    model, called with Model Garden's block arguments."""
+class ConvBlocks(NamedTuple):
+    """The Model Garden block classes of a float or a quantized model (same arguments)."""
+
+    conv_bn: Any
+    separable: Any
+    inverted_bottleneck: Any
+
+
+def conv_blocks(weight_bits: int, activation_bits: int) -> ConvBlocks:
+    """The blocks of a float (bits 0) or quantized model, called with Model Garden's block
+    arguments."""
     if weight_bits <= 0:
-        return Conv2DBNBlock, nn_blocks.DepthwiseSeparableConvBlock
+        return ConvBlocks(
+            Conv2DBNBlock,
+            nn_blocks.DepthwiseSeparableConvBlock,
+            nn_blocks.InvertedBottleneckBlock,
+        )
     bits = {"weight_bits": weight_bits, "activation_bits": activation_bits}
-    return (
+    return ConvBlocks(
         functools.partial(QuantizedConv2DBNBlock, **bits),
         functools.partial(QuantizedDepthwiseSeparableConvBlock, **bits),
+        functools.partial(QuantizedInvertedBottleneckBlock, **bits),
     )

@@ -30,7 +30,7 @@ SUPPORTED_ARCHITECTURES = (
 FPN_ARCHITECTURES = ("ssd_mobilenet_v1_fpn",)
 # Architectures whose TF1 quantized graphs (`graph_rewriter { quantization {} }`, built by
 # tf.contrib.quantize) are reproduced (pipeline.modeling.quantization).
-QUANTIZED_ARCHITECTURES = ("ssd_mobilenet_v1",)
+QUANTIZED_ARCHITECTURES = ("ssd_mobilenet_v1", "ssd_mobilenet_v2")
 
 
 @dataclasses.dataclass(frozen=True)

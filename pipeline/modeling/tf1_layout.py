@@ -79,8 +79,12 @@ class TF1Layout:
     """The records of one module. A plain object on purpose: Keras does not track it, so it adds
     nothing to the module's checkpoint."""
 
-    def __init__(self, module: str, bn_implied: tuple[tuple[str, float], ...] = ()) -> None:
+    def __init__(
+        self, module: str, bn_implied: tuple[tuple[str, float], ...] = (), quantized: bool = False
+    ) -> None:
         self.module = module
+        # A TF1 quantized graph's module: `fake_quant` records its layers' ranges.
+        self.quantized = quantized
         # Default for BatchNorm records: what the module's TF1 layers lack (no scale / center).
         self.bn_implied = bn_implied
         self.records: list[LayerRecord] = []
@@ -117,7 +121,9 @@ class TF1Layout:
     ) -> None:
         """The `weights_quant` / `act_quant` ranges of a quantized layer (TF1 op scope `scope`),
         held by `owner` as `_weights_quant{suffix}` / `_act_quant{suffix}` (or `weights_quant` /
-        `act_quant` without a suffix: the box predictor convs)."""
+        `act_quant` without a suffix: the box predictor convs). Nothing for a float module."""
+        if not self.quantized:
+            return
         prefix = "_" if suffix else ""
         for name in ("weights_quant", "act_quant"):
             self.add(f"{scope}/{name}", "fake_quant", owner, f"{prefix}{name}{suffix}",
