@@ -5,6 +5,7 @@ unsupported combinations and quantization-aware fine-tuning are refused in one l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -166,3 +167,33 @@ def test_quantization_aware_fine_tuning_is_refused(tf1_zoo_dir: Path, tmp_path: 
     (tmp_path / "model_spec.json").write_text(json.dumps(spec.to_dict()))
     with pytest.raises(PipelineError, match="quantization-aware fine-tuning is not supported"):
         load_spec(tmp_path)
+
+
+def test_parity_counts_the_elements_a_flipped_bucket_moves() -> None:
+    """A fake-quant bucket flipped upstream moves outputs by whole quanta: the raw comparison
+    counts the elements beyond tolerance (reported as `*_num_differing`)."""
+    from pipeline.conversion.parity import compare_raw
+
+    quantum = 15.0 / 255.0
+    tf1 = np.round(np.random.default_rng(0).normal(0, 3, size=(100, 91)) / quantum) * quantum
+    tf2 = tf1.copy()
+    tf2[[3, 40], [1, 7]] += quantum
+    result = compare_raw(tf1, tf2)
+    assert not result.passed and result.num_differing == 2
+    assert compare_raw(tf1, tf1).num_differing == 0
+
+
+def test_config_and_checkpoint_disagreeing_on_quantization_name_the_field(
+    tf1_zoo_dir: Path,
+) -> None:
+    """A quantized checkpoint with a float config (or the reverse) is one error naming
+    graph_rewriter.quantization."""
+    spec = ssd_spec_from_config(tf1_zoo_dir / V1Q)
+    float_spec = dataclasses.replace(spec, quantization=None)
+    with pytest.raises(PipelineError, match=r"graph_rewriter\\.quantization \\(not set\\)"):
+        plan_mapping(build_ssd_model(float_spec), float_spec, TF1Checkpoint(tf1_zoo_dir / V1Q))
+    float_dir = tf1_zoo_dir / "ssd_mobilenet_v1_coco_2018_01_28"
+    float_zoo = ssd_spec_from_config(float_dir)
+    quantized = dataclasses.replace(float_zoo, quantization=spec.quantization)
+    with pytest.raises(PipelineError, match=r"graph_rewriter\\.quantization \\(set"):
+        plan_mapping(build_ssd_model(quantized), quantized, TF1Checkpoint(float_dir))
