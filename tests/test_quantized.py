@@ -190,10 +190,10 @@ def test_config_and_checkpoint_disagreeing_on_quantization_name_the_field(
     graph_rewriter.quantization."""
     spec = ssd_spec_from_config(tf1_zoo_dir / V1Q)
     float_spec = dataclasses.replace(spec, quantization=None)
-    with pytest.raises(PipelineError, match=r"graph_rewriter\\.quantization \\(not set\\)"):
+    with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization \(not set\)"):
         plan_mapping(build_ssd_model(float_spec), float_spec, TF1Checkpoint(tf1_zoo_dir / V1Q))
     float_dir = tf1_zoo_dir / "ssd_mobilenet_v1_coco_2018_01_28"
     float_zoo = ssd_spec_from_config(float_dir)
     quantized = dataclasses.replace(float_zoo, quantization=spec.quantization)
-    with pytest.raises(PipelineError, match=r"graph_rewriter\\.quantization \\(set"):
+    with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization \(set"):
         plan_mapping(build_ssd_model(quantized), quantized, TF1Checkpoint(float_dir))
