@@ -30,8 +30,13 @@ ZOO_QUANTIZATION = QuantizationSpec(delay=48000, weight_bits=8, activation_bits=
 
 
 @pytest.mark.parametrize(
-    ("name", "moving_average", "ranges", "bookkeeping", "shadows"),
-    [(V1Q, False, 188, 1, 0), (V2Q, True, 308, 738, 204)],
+    ("name", "moving_average", "ranges", "bookkeeping", "shadows", "residuals"),
+    [
+        (V1Q, False, 188, 1, 0, []),
+        # MobileNet v2's 10 stride-1 blocks that keep their depth add a residual, quantized by
+        # TF1's `post_activation_bypass_quant`.
+        (V2Q, True, 308, 738, 204, [2, 4, 5, 7, 8, 9, 11, 12, 14, 15]),
+    ],
 )
 def test_quantized_index_maps_fully(
     tf1_zoo_dir: Path,
@@ -40,6 +45,7 @@ def test_quantized_index_maps_fully(
     ranges: int,
     bookkeeping: int,
     shadows: int,
+    residuals: list[int],
 ) -> None:
     """Every float weight and every `weights_quant` / `act_quant` /
     `post_activation_bypass_quant` range of the real index has its TF2 variable, and the other
@@ -59,17 +65,10 @@ def test_quantized_index_maps_fully(
     assert len(plan.tf1_mapped) + bookkeeping + shadows == len(checkpoint.shapes)
     fake_quant = [r for r in model_records(model) if r.kind == "fake_quant"]
     assert len(fake_quant) * 2 == ranges
+    bypass = [r.scope.split("/")[-2] for r in fake_quant if "bypass" in r.scope]
+    assert sorted(int(scope.rsplit("_", 1)[1]) for scope in bypass) == residuals
     all_variables = {id(v) for m in model.checkpoint_items.values() for v in m.variables}
     assert {id(v) for _, v, _ in plan.assignments} == all_variables
-
-
-def test_v2_residual_sums_are_quantized(tf1_zoo_dir: Path) -> None:
-    """MobileNet v2's residual adds carry TF1's `post_activation_bypass_quant`: the 10 stride-1
-    blocks whose depth does not change."""
-    spec = ssd_spec_from_config(tf1_zoo_dir / V2Q)
-    scopes = [r.scope for r in model_records(build_ssd_model(spec)) if "bypass" in r.scope]
-    blocks = sorted(int(s.split("/")[-2].rsplit("_", 1)[1]) for s in scopes)
-    assert blocks == [2, 4, 5, 7, 8, 9, 11, 12, 14, 15]
 
 
 @pytest.fixture(scope="module")
