@@ -86,6 +86,23 @@ def act_quant(bits: int) -> FakeQuant:
     return FakeQuant(num_bits=bits, narrow_range=False, name="act_quant")
 
 
+class _QuantizationBits:
+    """The fake-quant bit widths a quantized layer takes (and serializes) besides its float base
+    class's arguments."""
+
+    def __init__(self, weight_bits: int = 8, activation_bits: int = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._weight_bits = weight_bits
+        self._activation_bits = activation_bits
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),  # type: ignore[misc]
+            "weight_bits": self._weight_bits,
+            "activation_bits": self._activation_bits,
+        }
+
+
 def build_conv_bn(conv: Any, norm: Any, input_shape: Any) -> tf.TensorShape:
     """Create the variables of a conv and its BatchNorm (which `folded_conv` reads instead of
     calling them); returns the conv's output shape."""
@@ -121,15 +138,13 @@ def folded_conv(
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class QuantizedConv2DBNBlock(Conv2DBNBlock):
+class QuantizedConv2DBNBlock(_QuantizationBits, Conv2DBNBlock):
     """Model Garden's `Conv2DBNBlock` as TF1's quantized eval graph computes it."""
 
     def __init__(self, weight_bits: int = 8, activation_bits: int = 8, **kwargs: Any) -> None:
         if kwargs.get("use_explicit_padding"):
             raise ValueError("quantized blocks use 'SAME' padding only")
-        super().__init__(**kwargs)
-        self._weight_bits = weight_bits
-        self._activation_bits = activation_bits
+        super().__init__(weight_bits=weight_bits, activation_bits=activation_bits, **kwargs)
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -141,24 +156,14 @@ class QuantizedConv2DBNBlock(Conv2DBNBlock):
         x = folded_conv(inputs, self._conv0, self._norm0, self._weights_quant0)
         return self._act_quant0(self._activation_layer(x))
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_bits": self._weight_bits,
-            "activation_bits": self._activation_bits,
-        }
-
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class QuantizedDepthwiseSeparableConvBlock(nn_blocks.DepthwiseSeparableConvBlock):
+class QuantizedDepthwiseSeparableConvBlock(
+    _QuantizationBits, nn_blocks.DepthwiseSeparableConvBlock
+):
     """Model Garden's `DepthwiseSeparableConvBlock` (MobileNet v1's `Conv2d_N_depthwise` +
     `Conv2d_N_pointwise`) as TF1's quantized eval graph computes it: each half folded and
     fake-quantized."""
-
-    def __init__(self, weight_bits: int = 8, activation_bits: int = 8, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._weight_bits = weight_bits
-        self._activation_bits = activation_bits
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -175,16 +180,9 @@ class QuantizedDepthwiseSeparableConvBlock(nn_blocks.DepthwiseSeparableConvBlock
         x = folded_conv(x, self._conv1, self._norm1, self._weights_quant1)
         return self._act_quant1(self._activation_fn(x))
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_bits": self._weight_bits,
-            "activation_bits": self._activation_bits,
-        }
-
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class QuantizedInvertedBottleneckBlock(nn_blocks.InvertedBottleneckBlock):
+class QuantizedInvertedBottleneckBlock(_QuantizationBits, nn_blocks.InvertedBottleneckBlock):
     """Model Garden's `InvertedBottleneckBlock` (slim `expanded_conv`) as TF1's quantized eval
     graph computes it: expansion, depthwise and projection each folded and fake-quantized (the
     projection's `act_quant` follows its `Identity` activation), and a residual sum quantized by
@@ -195,9 +193,7 @@ class QuantizedInvertedBottleneckBlock(nn_blocks.InvertedBottleneckBlock):
             raise ValueError("quantized inverted bottlenecks without squeeze-excite only")
         if not kwargs.get("use_depthwise", True):
             raise ValueError("quantized inverted bottlenecks with a depthwise conv only")
-        super().__init__(**kwargs)
-        self._weight_bits = weight_bits
-        self._activation_bits = activation_bits
+        super().__init__(weight_bits=weight_bits, activation_bits=activation_bits, **kwargs)
 
     @property
     def has_residual(self) -> bool:
@@ -232,23 +228,11 @@ class QuantizedInvertedBottleneckBlock(nn_blocks.InvertedBottleneckBlock):
             x = self._bypass_quant(x + inputs)
         return x
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_bits": self._weight_bits,
-            "activation_bits": self._activation_bits,
-        }
-
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
-class QuantizedConv2D(tf_keras.layers.Conv2D):
+class QuantizedConv2D(_QuantizationBits, tf_keras.layers.Conv2D):
     """A box predictor conv (with bias, no BatchNorm, no activation) as TF1's quantized graph
     computes it: fake-quantized weights, conv, BiasAdd, fake-quantized output."""
-
-    def __init__(self, weight_bits: int = 8, activation_bits: int = 8, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._weight_bits = weight_bits
-        self._activation_bits = activation_bits
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -259,13 +243,6 @@ class QuantizedConv2D(tf_keras.layers.Conv2D):
         kernel = self.weights_quant(self.kernel)
         x = tf.nn.conv2d(inputs, kernel, self.strides, self.padding.upper())
         return self.act_quant(tf.nn.bias_add(x, self.bias))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "weight_bits": self._weight_bits,
-            "activation_bits": self._activation_bits,
-        }
 
 
 class ConvBlocks(NamedTuple):
