@@ -127,6 +127,8 @@ def test_quantized_v1_reproduces_the_tf1_fake_quant_graph(
     assert parity["passed"], parity["diagnosis"]
     assert parity["detections_checked"] == 100 == parity["detections_matched"]
     assert report["complete"] and report["tf1"]["mapped"] == 387
+    assert report["source"]["quantization"] == dataclasses.asdict(ZOO_QUANTIZATION)
+    assert "fake quantization of 8-bit weights" in (out / "conversion_report.md").read_text()
     model, spec = load_converted(out)
     assert spec.quantization == ZOO_QUANTIZATION
     (_, image), *_ = iter_images(coco_tiny / "val2017", 1)
