@@ -104,8 +104,23 @@ def test_synthetic_ranges_are_plausible(quantized_zoo: Path) -> None:
     assert reader.get_tensor("BoxPredictor_0/ClassPredictor/act_quant/min") < -5.0
 
 
+@pytest.fixture(scope="module")
+def quantized_converted(
+    quantized_zoo: Path, coco_tiny: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("quantized_converted") / "converted"
+    report = convert(
+        quantized_zoo,
+        out,
+        verify_images=coco_tiny / "val2017",
+        max_verify_images=2,
+        progress=False,
+    )
+    return out, report
+
+
 def test_quantized_v1_reproduces_the_tf1_fake_quant_graph(
-    quantized_zoo: Path, coco_tiny: Path, tmp_path: Path
+    quantized_converted: tuple[Path, dict], coco_tiny: Path
 ) -> None:
     """Parity against the real TF 1.9 eval graph (folded BatchNorm, FakeQuantWithMinMaxVars on
     the folded weights and after each relu6 / box predictor BiasAdd) on 2 COCO images, and the
@@ -115,14 +130,7 @@ def test_quantized_v1_reproduces_the_tf1_fake_quant_graph(
     from pipeline.modeling.preprocessing import preprocess
     from pipeline.tf1.graph_runner import iter_images
 
-    out = tmp_path / "converted"
-    report = convert(
-        quantized_zoo,
-        out,
-        verify_images=coco_tiny / "val2017",
-        max_verify_images=2,
-        progress=False,
-    )
+    out, report = quantized_converted
     parity = report["parity"]
     assert parity["passed"], parity["diagnosis"]
     assert parity["detections_checked"] == 100 == parity["detections_matched"]
@@ -198,3 +206,24 @@ def test_config_and_checkpoint_disagreeing_on_quantization_name_the_field(
     quantized = dataclasses.replace(float_zoo, quantization=spec.quantization)
     with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization \(set"):
         plan_mapping(build_ssd_model(quantized), quantized, TF1Checkpoint(float_dir))
+
+
+def test_uint8_tflite_export_from_the_learned_ranges(
+    quantized_converted: tuple[Path, dict], coco_tiny: Path, tmp_path: Path
+) -> None:
+    """The converted quantized model as a fully quantized (uint8) TFLite model: its kernels
+    round differently from fake quantization, so detections agree loosely, not exactly."""
+    import tensorflow as tf
+
+    from pipeline.inference.tflite import compare_tflite, export_tflite
+
+    path = export_tflite(quantized_converted[0], tmp_path / "model.tflite", "uint8")
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    # Fully quantized: uint8 weights and activations, int32 biases of the 47 convs.
+    dtypes = [d["dtype"] for d in interpreter.get_tensor_details()]
+    assert set(dtypes) == {np.uint8, np.int32} and dtypes.count(np.int32) == 47
+    comparison = compare_tflite(path, quantized_converted[0], coco_tiny / "val2017", 2)
+    loose = comparison["detections"][-1]
+    assert loose["checked"] == 100 and loose["matched"] >= 95
+    assert comparison["class_logits"]["mean_abs_diff"] < 0.1
