@@ -227,3 +227,26 @@ def test_uint8_tflite_export_from_the_learned_ranges(
     loose = comparison["detections"][-1]
     assert loose["checked"] == 100 and loose["matched"] >= 95
     assert comparison["class_logits"]["mean_abs_diff"] < 0.1
+
+
+def test_quantized_frozen_graph_converts_and_passes_parity(
+    quantized_zoo: Path, coco_tiny: Path, tmp_path: Path
+) -> None:
+    """A frozen quantized export (the ranges as constants) converts to the same model."""
+    import shutil
+
+    from pipeline.tf1.graph_runner import write_frozen_graph
+
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    shutil.copyfile(quantized_zoo / "pipeline.config", frozen / "pipeline.config")
+    write_frozen_graph(quantized_zoo, frozen / "frozen_inference_graph.pb")
+    report = convert(
+        frozen,
+        tmp_path / "out",
+        verify_images=coco_tiny / "val2017",
+        max_verify_images=1,
+        progress=False,
+    )
+    assert report["source"]["form"] == "frozen_graph" and report["tf1"]["mapped"] == 387
+    assert report["parity"]["passed"] and report["parity"]["tf1_graph"] == "frozen"
