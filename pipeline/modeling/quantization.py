@@ -14,6 +14,11 @@ graph (TF 1.9), every conv layer becomes:
   box predictor convs (no activation), narrow_range false, with the stored
   `act_quant/min|max` (MovingAvgQuantize's EMA of the batch ranges during training).
 
+MobileNet v2 (`ssd_mobilenet_v2_quantized_300x300_coco_2019_01_03`, an index without a graph)
+follows the same rules as contrib.quantize applies them to slim's `expanded_conv`: expansion,
+depthwise and projection each folded and quantized (the projection's `act_quant` after its
+`Identity` activation), the residual sum quantized by `<block>/post_activation_bypass_quant`.
+
 The quantization op scopes of the MobileNet v1 base are `FeatureExtractor/MobilenetV1/MobilenetV1/
 Conv2d_N_*` (the op name scope), its variables `FeatureExtractor/MobilenetV1/Conv2d_N_*`; the
 extra layers and box predictors use their variable scope.
