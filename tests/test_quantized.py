@@ -250,3 +250,13 @@ def test_quantized_frozen_graph_converts_and_passes_parity(
     )
     assert report["source"]["form"] == "frozen_graph" and report["tf1"]["mapped"] == 387
     assert report["parity"]["passed"] and report["parity"]["tf1_graph"] == "frozen"
+
+
+def test_class_count_change_of_a_quantized_model_is_refused(tf1_zoo_dir: Path) -> None:
+    from pipeline.conversion.convert import target_spec
+
+    spec = ssd_spec_from_config(tf1_zoo_dir / V1Q)
+    assert target_spec(spec, 90) is spec
+    with pytest.raises(PipelineError, match="^--num-classes: 3 differs from the quantized") as error:
+        target_spec(spec, 3)
+    assert "\n" not in str(error.value)

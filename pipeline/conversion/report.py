@@ -34,11 +34,7 @@ def build_report(
 ) -> dict[str, Any]:
     """`input_size`: how the model sizes its input, for the report (default: the spec's fixed
     image_size)."""
-    fresh_variables = [
-        f"{record.scope}/{leaf}"
-        for record in plan.fresh
-        for leaf in (("weights", "biases") if record.kind == "conv_bias" else ("weights",))
-    ]
+    fresh_variables = [name for record in plan.fresh for name, _, _ in record.variables()]
     return {
         "complete": plan.complete,
         "source": {
