@@ -257,6 +257,6 @@ def test_class_count_change_of_a_quantized_model_is_refused(tf1_zoo_dir: Path) -
 
     spec = ssd_spec_from_config(tf1_zoo_dir / V1Q)
     assert target_spec(spec, 90) is spec
-    with pytest.raises(PipelineError, match="^--num-classes: 3 differs from the quantized") as error:
+    with pytest.raises(PipelineError, match=r"^--num-classes: 3 differs from the quantized") as e:
         target_spec(spec, 3)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(e.value)
