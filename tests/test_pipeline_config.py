@@ -35,7 +35,7 @@ UNSUPPORTED_SAMPLES = {
 # Parsed (and converted) in tests/test_ssd_fpn.py.
 FPN_SAMPLES = ("ssd_mobilenet_v1_fpn_shared_box_predictor_640x640_coco14_sync.config",)
 FOCAL_LOSS_SAMPLES = ("ssd_mobilenet_v1_0.75_depth_300x300_coco14_sync.config",)
-# Quantized graphs are refused for the graph rewriter, not the architecture.
+# Quantized graphs (graph_rewriter.quantization): parsed in tests/test_quantized.py.
 QUANTIZED_SAMPLES = (
     "ssd_mobilenet_v1_quantized_300x300_coco14_sync.config",
     "ssd_mobilenet_v2_quantized_300x300_coco.config",
@@ -47,13 +47,6 @@ def test_every_sample_config_is_classified(od_api_configs: Path) -> None:
     names = {p.name for p in od_api_configs.glob("*.config")}
     classified = set(SUPPORTED_SAMPLES) | set(UNSUPPORTED_SAMPLES) | set(QUANTIZED_SAMPLES)
     assert names == classified | set(FPN_SAMPLES)
-
-
-@pytest.mark.parametrize("name", QUANTIZED_SAMPLES)
-def test_quantized_sample_configs_are_refused_in_one_line(od_api_configs: Path, name: str) -> None:
-    with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization is set") as error:
-        ssd_spec_from_config(od_api_configs / name)
-    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("name", sorted(SUPPORTED_SAMPLES))
@@ -139,12 +132,6 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "pipeline.config"
     path.write_text(text)
     return path
-
-
-def test_quantized_config_is_rejected(tmp_path: Path, tf1_zoo_dir: Path) -> None:
-    text = _zoo_text(tf1_zoo_dir) + "graph_rewriter {\n  quantization {\n    delay: 48000\n  }\n}\n"
-    with pytest.raises(PipelineError, match=r"graph_rewriter\.quantization.*quantized"):
-        ssd_spec_from_config(_write(tmp_path, text))
 
 
 @pytest.mark.parametrize(

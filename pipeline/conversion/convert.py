@@ -39,6 +39,13 @@ def target_spec(source: Any, num_classes: int | None) -> Any:
         return source
     if num_classes <= 0:
         raise PipelineError(f"--num-classes: {num_classes} is not a positive class count")
+    if getattr(source, "quantization", None) is not None:
+        raise PipelineError(
+            f"--num-classes: {num_classes} differs from the quantized model's "
+            f"{source.num_classes}; fresh class predictors of a quantized graph would have no "
+            "trained fake-quant ranges (and quantized models are not fine-tuned): convert with "
+            "the model's own class count"
+        )
     return source.with_num_classes(num_classes)
 
 

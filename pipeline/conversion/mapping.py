@@ -14,6 +14,7 @@ not describe the checkpoint, and is reported as one error naming the config fiel
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,8 @@ from pipeline.tf1.weights import WeightSource, as_weight_source
 _FE = "model.ssd.feature_extractor"
 _BP = "model.ssd.box_predictor.convolutional_box_predictor"
 _WS_BP = "model.ssd.box_predictor.weight_shared_convolutional_box_predictor"
+# A fake-quant range of a TF1 quantized graph.
+_QUANT_RANGE = re.compile(r"_quant/(min|max)$")
 
 
 @dataclasses.dataclass
@@ -105,6 +108,8 @@ def _blame_shape(
 
 
 def _blame_missing(record: LayerRecord, spec: SSDSpec, weights: WeightSource) -> str:
+    if record.kind == "fake_quant":
+        return "graph_rewriter.quantization (set: the config describes a quantized graph)"
     layer_present = any(
         f"{record.scope}/{leaf}" in weights.shapes for leaf in ("weights", "depthwise_weights")
     )
@@ -118,6 +123,9 @@ def _blame_missing(record: LayerRecord, spec: SSDSpec, weights: WeightSource) ->
 
 
 def _blame_unmapped(name: str, spec: SSDSpec) -> str:
+    if _QUANT_RANGE.search(name):
+        state = "set" if spec.quantization else "not set"
+        return f"graph_rewriter.quantization ({state})"
     if "_depthwise/" in name:
         if name.startswith("BoxPredictor"):
             return f"{_BP}.use_depthwise ({_bool(spec.box_predictor.use_depthwise)})"

@@ -52,6 +52,9 @@ class RawComparison:
     passed: bool
     # Max |diff| per feature-map level (TF1 head order), where the level sizes are known.
     per_level_max_abs_diff: list[float] = dataclasses.field(default_factory=list)
+    # Elements beyond the tolerance (in a quantized model, a fake-quant bucket flipped upstream
+    # moves outputs by whole quanta).
+    num_differing: int = 0
 
 
 @dataclasses.dataclass
@@ -94,6 +97,9 @@ class ParityReport:
     detections_passed: bool
     passed: bool
     relative_tolerance: float = RELATIVE_TOLERANCE
+    # Raw output elements beyond the tolerance, over all images.
+    box_encodings_num_differing: int = 0
+    class_logits_num_differing: int = 0
     top_k: int = TOP_K
     iou_threshold: float = IOU_THRESHOLD
     score_tolerance: float = SCORE_TOLERANCE
@@ -115,10 +121,12 @@ class ParityReport:
             f"parity {verdict} on {self.num_images} image(s) (TF1 graph: {self.tf1_graph} "
             f"{self.tf1_graph_file})",
             f"- box encodings: max |TF1-TF2| {self.box_encodings_max_abs_diff:.3g} "
-            f"(max |TF1| {self.box_encodings_max_abs_tf1:.3g}) "
+            f"(max |TF1| {self.box_encodings_max_abs_tf1:.3g}"
+            f"{_differing(self.box_encodings_num_differing)}) "
             f"{'ok' if self.box_encodings_passed else 'FAIL'}",
             f"- class logits: max |TF1-TF2| {self.class_logits_max_abs_diff:.3g} "
-            f"(max |TF1| {self.class_logits_max_abs_tf1:.3g}) "
+            f"(max |TF1| {self.class_logits_max_abs_tf1:.3g}"
+            f"{_differing(self.class_logits_num_differing)}) "
             f"{'ok' if self.class_logits_passed else 'FAIL'}",
             f"- detections: {self.detections_matched}/{self.detections_checked} of TF1's top "
             f"{self.top_k} matched (min IoU {self.detections_min_iou:.6f}, max score diff "
@@ -126,6 +134,10 @@ class ParityReport:
         ]
         lines += [f"- diagnosis: {line}" for line in self.diagnosis]
         return "\n".join(lines)
+
+
+def _differing(count: int) -> str:
+    return f"; {count} elements beyond tolerance" if count else ""
 
 
 def compare_raw(
@@ -151,7 +163,10 @@ def compare_raw(
         for size in level_sizes:
             per_level.append(float(diff[start : start + size].max()))
             start += size
-    return RawComparison(max_diff, max_abs_tf1, tolerance, max_diff <= tolerance, per_level)
+    differing = int(np.count_nonzero(~(diff <= tolerance)))
+    return RawComparison(
+        max_diff, max_abs_tf1, tolerance, max_diff <= tolerance, per_level, differing
+    )
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -276,6 +291,8 @@ def summarize(
         detections_max_score_diff=worst([d.max_score_diff for d in det]),
         detections_passed=det_ok,
         passed=box_ok and cls_ok and det_ok,
+        box_encodings_num_differing=sum(c.num_differing for c in box),
+        class_logits_num_differing=sum(c.num_differing for c in cls),
         tf1_graph=tf1_graph,
         diagnosis=list(diagnosis),
         images=list(images),

@@ -6,6 +6,7 @@ it); `conversion_report.md` is the same content for people.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pipeline.conversion.mapping import MappingPlan
@@ -33,11 +34,7 @@ def build_report(
 ) -> dict[str, Any]:
     """`input_size`: how the model sizes its input, for the report (default: the spec's fixed
     image_size)."""
-    fresh_variables = [
-        f"{record.scope}/{leaf}"
-        for record in plan.fresh
-        for leaf in (("weights", "biases") if record.kind == "conv_bias" else ("weights",))
-    ]
+    fresh_variables = [name for record in plan.fresh for name, _, _ in record.variables()]
     return {
         "complete": plan.complete,
         "source": {
@@ -50,6 +47,8 @@ def build_report(
             "pipeline_config_reason": model_dir.config_reason,
             "architecture": source_spec.architecture,
             "num_classes": source_spec.num_classes,
+            # graph_rewriter.quantization of a quantized graph (SSD only), else None.
+            "quantization": _quantization(source_spec),
         },
         "weights": weights.describe(),
         "target": {
@@ -121,6 +120,20 @@ def flat_metrics(report: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+def _quantization(spec: Any) -> dict[str, Any] | None:
+    quantization = getattr(spec, "quantization", None)
+    return None if quantization is None else dataclasses.asdict(quantization)
+
+
+def _quantization_note(quantization: dict[str, Any] | None) -> str:
+    if not quantization:
+        return ""
+    return (
+        f", quantized: fake quantization of {quantization['weight_bits']}-bit weights and "
+        f"{quantization['activation_bits']}-bit activations"
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     source, target, tf1, tf2 = report["source"], report["target"], report["tf1"], report["tf2"]
     weights = report["weights"]
@@ -129,7 +142,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# Conversion report",
         "",
         f"- Source: {source['form'].replace('_', ' ')} `{source['weights_file']}` "
-        f"({source['architecture']}, {source['num_classes']} classes)"
+        f"({source['architecture']}, {source['num_classes']} classes"
+        + _quantization_note(source.get("quantization"))
+        + ")"
         + (f"; {source['checkpoint_reason']}" if source["checkpoint_reason"] else ""),
         f"- Config: `{source['pipeline_config']}` ({source['pipeline_config_reason']})",
         f"- Weights: **{weights['weights'].replace('_', ' ')}**: {weights['reason']}",

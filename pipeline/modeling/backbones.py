@@ -30,12 +30,12 @@ import tensorflow as tf
 import tf_keras
 from official.modeling import hyperparams
 from official.vision.modeling.backbones import factory
-from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
-from official.vision.modeling.layers import nn_blocks, nn_layers
+from official.vision.modeling.layers import nn_layers
 
-from pipeline.modeling import inception
+from pipeline.modeling import inception, quantization
 from pipeline.modeling import mobilenet_defs as defs
 from pipeline.modeling.functional import TF1FunctionalModel
+from pipeline.modeling.spec import QUANTIZED_ARCHITECTURES
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
@@ -97,8 +97,12 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         norm_epsilon: float = 0.001,
         use_sync_bn: bool = False,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        weight_bits: int = 0,
+        activation_bits: int = 0,
         **kwargs: Any,
     ) -> None:
+        if weight_bits > 0 and architecture not in QUANTIZED_ARCHITECTURES:
+            raise ValueError(f"no quantized {architecture}; use one of {QUANTIZED_ARCHITECTURES}")
         if architecture not in SCOPES or architecture in BACKBONE_TYPES:
             mobilenets = [name for name in SCOPES if name not in BACKBONE_TYPES]
             raise ValueError(f"unsupported architecture {architecture!r}; use one of {mobilenets}")
@@ -115,6 +119,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
             "kernel_regularizer": kernel_regularizer,
+            "weight_bits": weight_bits,
+            "activation_bits": activation_bits,
         }
         self._block_kwargs = {
             "kernel_regularizer": kernel_regularizer,
@@ -122,7 +128,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             "norm_epsilon": norm_epsilon,
             "use_sync_bn": use_sync_bn,
         }
-        layout = TF1Layout("backbone", bn_implied(batch_norm_scale, batch_norm_center))
+        layout = TF1Layout(
+            "backbone", bn_implied(batch_norm_scale, batch_norm_center), weight_bits > 0
+        )
+        self._blocks = quantization.conv_blocks(weight_bits, activation_bits)
         inputs = tf_keras.Input(shape=input_specs.shape[1:])
         if architecture == "ssd_mobilenet_v2":
             endpoints = self._mobilenet_v2_v3(inputs, layout, defs.V2)
@@ -169,7 +178,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         tapped = None
         if tap:
             expanded = nn_layers.make_divisible(in_depth * expand_ratio, 8)
-            expand = Conv2DBNBlock(
+            expand = self._blocks.conv_bn(
                 filters=expanded,
                 kernel_size=1,
                 strides=1,
@@ -178,9 +187,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             )
             x = tapped = expand(x)
             layout.conv_bn(f"{scope}/expand", expand, "_conv0", "_norm0")
+            layout.fake_quant(f"{scope}/expand", expand, "0")
             if stride == 1 and expanded == out_depth:
                 raise ValueError(f"{scope}: splitting a residual block would drop its shortcut")
-            block = nn_blocks.InvertedBottleneckBlock(
+            block = self._blocks.inverted_bottleneck(
                 in_filters=expanded,
                 out_filters=out_depth,
                 expand_ratio=1,
@@ -188,7 +198,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 **ib_kwargs,
             )
         else:
-            block = nn_blocks.InvertedBottleneckBlock(
+            block = self._blocks.inverted_bottleneck(
                 in_filters=in_depth,
                 out_filters=out_depth,
                 expand_ratio=expand_ratio,
@@ -198,12 +208,18 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         x = block(x)
         if expand_ratio > 1 and not tap:
             layout.conv_bn(f"{scope}/expand", block, "_conv0", "_norm0")
+            layout.fake_quant(f"{scope}/expand", block, "0")
         layout.conv_bn(f"{scope}/depthwise", block, "_conv1", "_norm1", depthwise=True)
+        layout.fake_quant(f"{scope}/depthwise", block, "1")
         if squeeze_excite:
             se = block._squeeze_excitation
             layout.add(f"{scope}/squeeze_excite/Conv", "conv_bias", se, "_se_reduce")
             layout.add(f"{scope}/squeeze_excite/Conv_1", "conv_bias", se, "_se_expand")
         layout.conv_bn(f"{scope}/project", block, "_conv2", "_norm2")
+        layout.fake_quant(f"{scope}/project", block, "2")
+        if layout.quantized and block.has_residual:
+            name = f"{scope}/post_activation_bypass_quant"
+            layout.add(name, "fake_quant", block, "_bypass_quant")
         return x, tapped
 
     def _mobilenet_v2_v3(
@@ -218,7 +234,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         def depth(d: int) -> int:
             return defs.v2_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        block = Conv2DBNBlock(
+        block = self._blocks.conv_bn(
             filters=depth(conv_defs.first_conv_depth),
             kernel_size=3,
             strides=2,
@@ -227,6 +243,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv", block, "_conv0", "_norm0")
+        layout.fake_quant(f"{scope}/Conv", block, "0")
         in_depth = depth(conv_defs.first_conv_depth)
         endpoints = {}
         for index, spec in enumerate(conv_defs.blocks):
@@ -247,7 +264,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             if tapped is not None:
                 endpoints["4"] = tapped
             in_depth = depth(spec.depth)
-        block = Conv2DBNBlock(
+        block = self._blocks.conv_bn(
             filters=depth(conv_defs.last_conv_depth),
             kernel_size=1,
             strides=1,
@@ -256,17 +273,20 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         endpoints["5"] = block(x)
         layout.conv_bn(f"{scope}/Conv_1", block, "_conv0", "_norm0")
+        layout.fake_quant(f"{scope}/Conv_1", block, "0")
         return endpoints
 
     def _mobilenet_v1(self, inputs: tf.Tensor, layout: TF1Layout) -> dict[str, tf.Tensor]:
         cfg = self._config_dict
         scope = SCOPES["ssd_mobilenet_v1"]
+        # TF1 names the quantization ops by op scope, which repeats `MobilenetV1`.
+        quant_scope = f"{scope}/MobilenetV1"
         taps = _V1_FPN_TAPS if cfg["architecture"] == "ssd_mobilenet_v1_fpn" else _V1_TAPS
 
         def depth(d: int) -> int:
             return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
 
-        block = Conv2DBNBlock(
+        block = self._blocks.conv_bn(
             filters=depth(32),
             kernel_size=3,
             strides=2,
@@ -275,9 +295,10 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         )
         x = block(inputs)
         layout.conv_bn(f"{scope}/Conv2d_0", block, "_conv0", "_norm0")
+        layout.fake_quant(f"{quant_scope}/Conv2d_0", block, "0")
         endpoints = {}
         for index, (stride, out) in enumerate(_V1_BLOCKS, start=1):
-            block = nn_blocks.DepthwiseSeparableConvBlock(
+            block = self._blocks.separable(
                 filters=depth(out), kernel_size=3, strides=stride, activation=cfg["activation"],
                 **self._block_kwargs,
             )  # fmt: skip
@@ -286,6 +307,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
                 f"{scope}/Conv2d_{index}_depthwise", block, "_dwconv0", "_norm0", depthwise=True
             )
             layout.conv_bn(f"{scope}/Conv2d_{index}_pointwise", block, "_conv1", "_norm1")
+            layout.fake_quant(f"{quant_scope}/Conv2d_{index}_depthwise", block, "0")
+            layout.fake_quant(f"{quant_scope}/Conv2d_{index}_pointwise", block, "1")
             if index in taps:
                 endpoints[taps[index]] = x
         return endpoints
@@ -304,6 +327,9 @@ class TF1SSDMobileNetConfig(hyperparams.Config):
     activation: str = "relu6"
     batch_norm_scale: bool = True
     batch_norm_center: bool = True
+    # TF1 quantized graphs (graph_rewriter.quantization): fake-quant bits; 0 = float model.
+    weight_bits: int = 0
+    activation_bits: int = 0
 
 
 @dataclasses.dataclass
@@ -342,4 +368,6 @@ def build_tf1_ssd_mobilenet(
         norm_epsilon=norm_activation_config.norm_epsilon,
         use_sync_bn=norm_activation_config.use_sync_bn,
         kernel_regularizer=l2_regularizer,
+        weight_bits=cfg.weight_bits,
+        activation_bits=cfg.activation_bits,
     )

@@ -57,6 +57,16 @@ class SSDModelConfig(hyperparams.Config):
     )
 
 
+def quantization_bits(spec: SSDSpec) -> dict[str, int]:
+    """The fake-quant bits of a TF1 quantized graph's layers ({} for a float model)."""
+    if spec.quantization is None:
+        return {}
+    return {
+        "weight_bits": spec.quantization.weight_bits,
+        "activation_bits": spec.quantization.activation_bits,
+    }
+
+
 def model_config(spec: SSDSpec) -> SSDModelConfig:
     extractor = spec.feature_extractor
     # The MobileNet base keeps slim's BatchNorm epsilon unless the config overrides its
@@ -96,6 +106,7 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 activation=base_activation,
                 batch_norm_scale=base_scale,
                 batch_norm_center=base_center,
+                **quantization_bits(spec),
             ),
         )
     if spec.is_fpn:
@@ -129,6 +140,7 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 norm_epsilon=extractor.batch_norm_epsilon,
                 batch_norm_scale=extractor.batch_norm_scale,
                 batch_norm_center=extractor.batch_norm_center,
+                **quantization_bits(spec),
             ),
         )
     return SSDModelConfig(
@@ -194,6 +206,7 @@ def build_ssd_model(spec: SSDSpec) -> RetinaNetModel:
             },
             use_depthwise=predictor.use_depthwise,
             depthwise_activation=predictor.activation,
+            **quantization_bits(spec),
             **head_kwargs,
         )
     post = spec.post_processing

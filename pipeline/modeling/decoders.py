@@ -24,9 +24,9 @@ import tf_keras
 from official.modeling import hyperparams
 from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 from official.vision.modeling.decoders import factory
-from official.vision.modeling.layers import nn_blocks
 from official.vision.ops import spatial_transform_ops
 
+from pipeline.modeling import quantization
 from pipeline.modeling.backbones import LAST_ENDPOINT, SCOPES
 from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.mobilenet_defs import SSD_LAYER_DEPTHS, floor_depth
@@ -55,6 +55,8 @@ class SSDExtraLayers(TF1FunctionalModel):
         batch_norm_scale: bool = True,
         batch_norm_center: bool = True,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        weight_bits: int = 0,
+        activation_bits: int = 0,
         **kwargs: Any,
     ) -> None:
         self._config_dict = {
@@ -71,10 +73,13 @@ class SSDExtraLayers(TF1FunctionalModel):
             "batch_norm_scale": batch_norm_scale,
             "batch_norm_center": batch_norm_center,
             "kernel_regularizer": kernel_regularizer,
+            "weight_bits": weight_bits,
+            "activation_bits": activation_bits,
         }
         block_kwargs = _block_kwargs(self._config_dict)
+        blocks = quantization.conv_blocks(weight_bits, activation_bits)
         implied = bn_implied(batch_norm_scale, batch_norm_center)
-        layout = TF1Layout("decoder")
+        layout = TF1Layout("decoder", quantized=weight_bits > 0)
         inputs = {level: tf_keras.Input(shape=shape[1:]) for level, shape in input_specs.items()}
         levels = sorted(int(level) for level in inputs)
         outputs = {str(level): inputs[str(level)] for level in levels}
@@ -88,14 +93,15 @@ class SSDExtraLayers(TF1FunctionalModel):
         for index in range(len(levels), num_layers):
             layer_depth = SSD_LAYER_DEPTHS[index]
             name = f"{scope}/{base}_1_Conv2d_{index}_1x1_{depth(layer_depth / 2)}"
-            block = Conv2DBNBlock(
+            block = blocks.conv_bn(
                 filters=depth(layer_depth / 2), kernel_size=1, strides=1, **block_kwargs
             )
             x = block(x)
             layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
+            layout.fake_quant(name, block, "0")
             name = f"{scope}/{base}_2_Conv2d_{index}_3x3_s2_{depth(layer_depth)}"
             if use_depthwise:
-                block = nn_blocks.DepthwiseSeparableConvBlock(
+                block = blocks.separable(
                     filters=depth(layer_depth), kernel_size=3, strides=2, **block_kwargs
                 )
                 x = block(x)
@@ -103,12 +109,15 @@ class SSDExtraLayers(TF1FunctionalModel):
                     f"{name}_depthwise", block, "_dwconv0", "_norm0", True, implied=implied
                 )
                 layout.conv_bn(name, block, "_conv1", "_norm1", implied=implied)
+                layout.fake_quant(f"{name}_depthwise", block, "0")
+                layout.fake_quant(name, block, "1")
             else:
-                block = Conv2DBNBlock(
+                block = blocks.conv_bn(
                     filters=depth(layer_depth), kernel_size=3, strides=2, **block_kwargs
                 )
                 x = block(x)
                 layout.conv_bn(name, block, "_conv0", "_norm0", implied=implied)
+                layout.fake_quant(name, block, "0")
             outputs[str(levels[0] + index)] = x
         self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 
@@ -244,6 +253,9 @@ class SSDExtraLayersConfig(hyperparams.Config):
     norm_epsilon: float = 0.001
     batch_norm_scale: bool = True
     batch_norm_center: bool = True
+    # TF1 quantized graphs: fake-quant bits; 0 = float model.
+    weight_bits: int = 0
+    activation_bits: int = 0
 
 
 @dataclasses.dataclass

@@ -23,6 +23,7 @@ import tf_keras
 from official.modeling import tf_utils
 from official.vision.modeling.heads.dense_prediction_heads import RetinaNetHead
 
+from pipeline.modeling.quantization import QuantizedConv2D
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 
@@ -91,7 +92,7 @@ def _use_tf1_predictors(
     head._classifier_kwargs["bias_initializer"] = tf_keras.initializers.Constant(
         class_prediction_bias_init
     )
-    head.tf1_layout = TF1Layout("head")
+    head.tf1_layout = TF1Layout("head", quantized=config.get("weight_bits", 0) > 0)
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -113,8 +114,12 @@ class SSDHead(RetinaNetHead):
         norm_momentum: float = 0.9997,
         norm_epsilon: float = 0.001,
         kernel_regularizer: Any = None,
+        weight_bits: int = 0,
+        activation_bits: int = 0,
         **kwargs: Any,
     ) -> None:
+        if weight_bits > 0 and use_depthwise:
+            raise ValueError("quantized SSD heads with depthwise predictors are not supported")
         for fixed in ("num_convs", "share_level_convs", "use_separable_conv", "num_filters"):
             kwargs.pop(fixed, None)
         super().__init__(
@@ -137,16 +142,27 @@ class SSDHead(RetinaNetHead):
             batch_norm_center=batch_norm_center,
             use_depthwise=use_depthwise,
             depthwise_activation=depthwise_activation,
+            weight_bits=weight_bits,
+            activation_bits=activation_bits,
         )
 
     def build(self, input_shape: Any) -> None:
-        if self._config_dict["use_depthwise"]:
+        config = self._config_dict
+        conv_op = None
+        if config["use_depthwise"]:
             conv_op = functools.partial(
                 DepthwisePredictor,
-                activation=self._config_dict["depthwise_activation"],
-                norm_momentum=self._config_dict["norm_momentum"],
-                norm_epsilon=self._config_dict["norm_epsilon"],
+                activation=config["depthwise_activation"],
+                norm_momentum=config["norm_momentum"],
+                norm_epsilon=config["norm_epsilon"],
             )
+        elif config["weight_bits"] > 0:
+            conv_op = functools.partial(
+                QuantizedConv2D,
+                weight_bits=config["weight_bits"],
+                activation_bits=config["activation_bits"],
+            )
+        if conv_op is not None:
             bn_op = tf_keras.layers.BatchNormalization
             self._cls_convs, self._cls_norms, self._classifier = self._build_prediction_tower(
                 "classnet", "scores", conv_op, bn_op, self._classifier_kwargs
@@ -179,6 +195,8 @@ class SSDHead(RetinaNetHead):
                     layout.add(scope, "conv_bias", predictor, "pointwise", class_dependent)
                 else:
                     layout.add(scope, "conv_bias", predictor, None, class_dependent)
+                if isinstance(predictor, QuantizedConv2D):
+                    layout.fake_quant(scope, predictor, class_dependent=class_dependent)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config_dict)

@@ -28,6 +28,19 @@ SUPPORTED_ARCHITECTURES = (
 # Architectures whose feature maps come from a TF1 FPN (`fpn_top_down_feature_maps`) and whose
 # box predictor is the weight-shared one.
 FPN_ARCHITECTURES = ("ssd_mobilenet_v1_fpn",)
+# Architectures whose TF1 quantized graphs (`graph_rewriter { quantization {} }`, built by
+# tf.contrib.quantize) are reproduced (pipeline.modeling.quantization).
+QUANTIZED_ARCHITECTURES = ("ssd_mobilenet_v1", "ssd_mobilenet_v2")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizationSpec:
+    """`graph_rewriter.quantization`: fake quantization of weights and activations."""
+
+    # Training step from which TF1 quantizes (training only; the eval graph always quantizes).
+    delay: int = 500000
+    weight_bits: int = 8
+    activation_bits: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +236,8 @@ class SSDSpec:
     box_coder: BoxCoderSpec = BoxCoderSpec()
     post_processing: PostProcessingSpec = PostProcessingSpec()
     training: TrainingSpec = TrainingSpec()
+    # Set for TF1 quantized graphs: the model fake-quantizes as TF1's eval graph does.
+    quantization: QuantizationSpec | None = None
 
     @property
     def is_fpn(self) -> bool:

@@ -40,6 +40,9 @@ _VARIABLES = {
         ("moving_mean", "moving_mean"),
         ("moving_variance", "moving_variance"),
     ),
+    # A fake-quantization range of TF1's quantized graphs (`.../weights_quant`, `.../act_quant`;
+    # pipeline.modeling.quantization.FakeQuant).
+    "fake_quant": (("min", "range_min"), ("max", "range_max")),
 }
 
 
@@ -48,7 +51,8 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm'
+    # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm' | 'fake_quant'
+    kind: str
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
     # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)
@@ -75,8 +79,12 @@ class TF1Layout:
     """The records of one module. A plain object on purpose: Keras does not track it, so it adds
     nothing to the module's checkpoint."""
 
-    def __init__(self, module: str, bn_implied: tuple[tuple[str, float], ...] = ()) -> None:
+    def __init__(
+        self, module: str, bn_implied: tuple[tuple[str, float], ...] = (), quantized: bool = False
+    ) -> None:
         self.module = module
+        # A TF1 quantized graph's module: `fake_quant` records its layers' ranges.
+        self.quantized = quantized
         # Default for BatchNorm records: what the module's TF1 layers lack (no scale / center).
         self.bn_implied = bn_implied
         self.records: list[LayerRecord] = []
@@ -107,6 +115,19 @@ class TF1Layout:
         self.add(scope, "depthwise" if depthwise else "conv", block, conv)
         implied = self.bn_implied if implied is None else implied
         self.add(scope, "batch_norm", block, norm, implied=implied)
+
+    def fake_quant(
+        self, scope: str, owner: Any, suffix: str = "", class_dependent: bool = False
+    ) -> None:
+        """The `weights_quant` / `act_quant` ranges of a quantized layer (TF1 op scope `scope`),
+        held by `owner` as `_weights_quant{suffix}` / `_act_quant{suffix}` (or `weights_quant` /
+        `act_quant` without a suffix: the box predictor convs). Nothing for a float module."""
+        if not self.quantized:
+            return
+        prefix = "_" if suffix else ""
+        for name in ("weights_quant", "act_quant"):
+            self.add(f"{scope}/{name}", "fake_quant", owner, f"{prefix}{name}{suffix}",
+                     class_dependent)  # fmt: skip
 
 
 def bn_implied(

@@ -18,6 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as FASTER_RCNN_ARCHITECTURES
 from pipeline.modeling.spec import (
     FPN_ARCHITECTURES,
+    QUANTIZED_ARCHITECTURES,
     SUPPORTED_ARCHITECTURES,
     AnchorSpec,
     BoxCoderSpec,
@@ -27,6 +28,7 @@ from pipeline.modeling.spec import (
     HardExampleMinerSpec,
     MultiscaleAnchorSpec,
     PostProcessingSpec,
+    QuantizationSpec,
     SSDSpec,
     TrainingSpec,
 )
@@ -123,13 +125,8 @@ class _Translator:
                 f"describes {architecture}, which is not supported",
                 f"supported: {SUPPORTED_DESCRIPTION}",
             )
-        if config.HasField("graph_rewriter") and config.graph_rewriter.HasField("quantization"):
-            raise self.fail(
-                "graph_rewriter.quantization",
-                f"is set: a quantized {architecture} graph is not supported",
-                f"use the float model; supported: {SUPPORTED_DESCRIPTION} without quantization",
-            )
         ssd = config.model.ssd
+        quantization = self.quantization(ssd, architecture)
         if ssd.num_classes <= 0:
             raise self.fail("model.ssd.num_classes", "is missing or not positive", "set it")
         if ssd.explicit_background_class:
@@ -148,6 +145,42 @@ class _Translator:
             box_coder=self.box_coder(ssd),
             post_processing=self.post_processing(ssd),
             training=self.training(ssd),
+            quantization=quantization,
+        )
+
+    def quantization(self, ssd: Any, architecture: str) -> QuantizationSpec | None:
+        """`graph_rewriter.quantization`, for the architectures whose quantized graph is
+        reproduced (the float layers with TF1's fake quantization)."""
+        rewriter = self.config.graph_rewriter
+        if not (self.config.HasField("graph_rewriter") and rewriter.HasField("quantization")):
+            return None
+        supported = ", ".join(QUANTIZED_ARCHITECTURES)
+        if architecture not in QUANTIZED_ARCHITECTURES:
+            raise self.fail(
+                "graph_rewriter.quantization",
+                f"is set: a quantized {architecture} graph is not supported",
+                f"quantized graphs are supported for {supported}; use the float model otherwise",
+            )
+        predictor = ssd.box_predictor.convolutional_box_predictor
+        if predictor.use_depthwise:
+            raise self.fail(
+                "graph_rewriter.quantization",
+                "is set with box_predictor.convolutional_box_predictor.use_depthwise",
+                f"quantized graphs are supported with plain conv box predictors ({supported})",
+            )
+        quantization = rewriter.quantization
+        for field in ("weight_bits", "activation_bits"):
+            bits = getattr(quantization, field)
+            if not 2 <= bits <= 16:
+                raise self.fail(
+                    f"graph_rewriter.quantization.{field}",
+                    f"is {bits}",
+                    "FakeQuantWithMinMaxVars takes 2..16 bits (the zoo models use 8)",
+                )
+        return QuantizationSpec(
+            delay=int(quantization.delay),
+            weight_bits=int(quantization.weight_bits),
+            activation_bits=int(quantization.activation_bits),
         )
 
     def image_size(self, ssd: Any) -> tuple[int, int]:

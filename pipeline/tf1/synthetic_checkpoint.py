@@ -132,10 +132,66 @@ def _class_biases(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
 def synthetic_weights(
     layout: Mapping[str, tuple[tuple[int, ...], str]], seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Synthetic values for every variable of a checkpoint layout."""
-    return {
+    """Synthetic values for every variable of a checkpoint layout (with the fake-quant ranges of
+    a quantized graph derived from them: `quantization_ranges`)."""
+    weights = {
         name: synthetic_value(name, shape, dtype, seed) for name, (shape, dtype) in layout.items()
     }
+    return quantization_ranges(weights, seed)
+
+
+# A fake-quant range variable of a TF1 quantized graph (tf.contrib.quantize).
+_QUANT_RANGE = re.compile(r"^(?P<scope>.+)/(?P<kind>weights_quant|act_quant)/(?P<end>min|max)$")
+# Initial range of the box predictor outputs (no activation), before `calibrate_heads`.
+_HEAD_ACT_RANGE = (-8.0, 8.0)
+_BN_EPSILON = 1e-3
+
+
+def _folded_kernel(scope: str, weights: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The kernel of the layer of quantization op scope `scope` with its BatchNorm folded in, as
+    contrib.quantize's FoldBatchNorms computes it. The MobileNet v1 base's op scope repeats
+    `MobilenetV1` (`FeatureExtractor/MobilenetV1/MobilenetV1/Conv2d_0`); its variables don't."""
+    for layer in (scope, re.sub(r"(^|/)([^/]+)/\2(?=/|$)", r"\1\2", scope)):
+        for leaf in ("weights", "depthwise_weights"):
+            kernel = weights.get(f"{layer}/{leaf}")
+            if kernel is None:
+                continue
+            variance = weights.get(f"{layer}/BatchNorm/moving_variance")
+            if variance is None:
+                return np.asarray(kernel)
+            multiplier = weights.get(f"{layer}/BatchNorm/gamma", 1.0) / np.sqrt(
+                variance + _BN_EPSILON
+            )
+            if leaf == "depthwise_weights":
+                multiplier = np.reshape(multiplier, (-1, 1))
+            return np.asarray(kernel) * multiplier
+    return None
+
+
+def quantization_ranges(weights: Mapping[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible fake-quant ranges for a quantized graph's `.../weights_quant/{min,max}` and
+    `.../act_quant/{min,max}`: weights as LastValueQuantize leaves them (the folded kernel's
+    min and max, widened to include 0), activations [0, U(4, 6)] after relu6 (an EMA of batch
+    ranges, seeded per layer so that a range mapped to the wrong layer shows) and
+    `_HEAD_ACT_RANGE` for the box predictors (set from their outputs by `calibrate_heads`)."""
+    result = dict(weights)
+    for name in weights:
+        match = _QUANT_RANGE.match(name)
+        if match is None:
+            continue
+        scope, kind, end = match.group("scope", "kind", "end")
+        dtype = np.asarray(weights[name]).dtype
+        if kind == "weights_quant":
+            kernel = _folded_kernel(scope, weights)
+            if kernel is None:
+                raise ValueError(f"{name}: no kernel found for the quantization scope {scope}")
+            value = min(float(kernel.min()), 0.0) if end == "min" else max(float(kernel.max()), 0.0)
+        elif "BoxPredictor" in scope:
+            value = _HEAD_ACT_RANGE[0 if end == "min" else 1]
+        else:
+            value = 0.0 if end == "min" else float(_rng(seed, scope).uniform(4.0, 6.0))
+        result[name] = np.asarray(value, dtype=dtype)
+    return result
 
 
 def training_checkpoint(
@@ -240,13 +296,40 @@ def calibrate_heads(
         bias = weights.get(variable.rsplit("/", 1)[0] + "/biases", 0.0)
         spread.setdefault(variable, []).append((value - bias).ravel())
     calibrated = dict(weights)
+    scales = {}
     for variable, values in spread.items():
         kind = "ClassPredictor" if "ClassPredictor" in variable else "BoxEncodingPredictor"
         std = float(np.concatenate(values).std())
         if std > 0:
-            scale = _HEAD_TARGET_STD[kind] / std
-            calibrated[variable] = (weights[variable] * scale).astype(weights[variable].dtype)
+            scales[variable] = _HEAD_TARGET_STD[kind] / std
+            calibrated[variable] = (weights[variable] * scales[variable]).astype(
+                weights[variable].dtype
+            )
+    # A quantized graph: the rescaled kernels' weight ranges, the heads' output ranges.
+    calibrated = quantization_ranges(calibrated, seed)
+    for variable, scale in scales.items():
+        _calibrate_head_ranges(calibrated, variable, heads, scale)
     return calibrated
+
+
+# Headroom of a quantized box predictor's output range over the calibration image's outputs.
+_HEAD_RANGE_MARGIN = 1.25
+
+
+def _calibrate_head_ranges(
+    weights: dict[str, np.ndarray], variable: str, heads: Mapping[str, np.ndarray], scale: float
+) -> None:
+    """A quantized graph's box predictor output range (`act_quant`): the rescaled outputs' range
+    on the calibration image, with headroom."""
+    scope = variable.rsplit("/", 1)[0]
+    low_name, high_name = f"{scope}/act_quant/min", f"{scope}/act_quant/max"
+    if low_name not in weights or scope not in heads:
+        return
+    bias = weights.get(f"{scope}/biases", 0.0)
+    outputs = (heads[scope] - bias) * scale + bias
+    dtype = np.asarray(weights[low_name]).dtype
+    weights[low_name] = np.asarray(min(float(outputs.min()), 0.0) * _HEAD_RANGE_MARGIN, dtype)
+    weights[high_name] = np.asarray(max(float(outputs.max()), 0.0) * _HEAD_RANGE_MARGIN, dtype)
 
 
 def make_synthetic_zoo_dir(

@@ -54,6 +54,13 @@ def load_spec(converted_dir: str | Path, num_classes: int = 0) -> Any:
             "v1/v2 only (two-stage models convert, predict and evaluate, but do not train yet)"
         )
     spec = SSDSpec.from_dict(data)
+    if spec.quantization is not None:
+        raise PipelineError(
+            f"{path}: a converted quantized {spec.architecture} (graph_rewriter.quantization); "
+            "quantization-aware fine-tuning is not supported: fine-tune the float model "
+            "(convert its zoo checkpoint without graph_rewriter), or use the converted "
+            "quantized model for predict/evaluate only"
+        )
     if num_classes and num_classes != spec.num_classes:
         spec = spec.with_num_classes(num_classes)
     return spec
