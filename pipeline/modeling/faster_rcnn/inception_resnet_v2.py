@@ -303,8 +303,8 @@ class BackboneConfig(hyperparams.OneOfConfig):
     """A Model Garden backbone one-of holding the TF1 Faster R-CNN Inception-ResNet v2 choice."""
 
     type: str | None = BACKBONE_TYPE
-    tf1_faster_rcnn_inception_resnet_v2: TF1FasterRCNNInceptionResNetV2Config = (
-        dataclasses.field(default_factory=TF1FasterRCNNInceptionResNetV2Config)
+    tf1_faster_rcnn_inception_resnet_v2: TF1FasterRCNNInceptionResNetV2Config = dataclasses.field(
+        default_factory=TF1FasterRCNNInceptionResNetV2Config
     )
 
 

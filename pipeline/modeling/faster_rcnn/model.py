@@ -34,6 +34,7 @@ from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES, FasterRC
 from pipeline.modeling.preprocessing import resize_tf1
 from pipeline.modeling.tf1_layout import LayerRecord
 
+
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class TF1FasterRCNNModel(MaskRCNNModel):
     """MaskRCNNModel without masks, with TF1 grid anchors computed per input size."""
@@ -86,8 +87,9 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
 
     `model(preprocessed, image_shape)` takes `preprocess(images, spec)`'s outputs and returns
     Model Garden's dict: `rpn_scores` / `rpn_boxes` ({level: [B, H, W, A * 2 | A * 4]}, one
-    level, `spec.feature_level`; TF1 channel order), `proposal_boxes` (normalized, zero-padded), `class_outputs` / `box_outputs` (TF1
-    layouts) and the TF1 post-processed `detection_*` / `num_detections`.
+    level, `spec.feature_level`; TF1 channel order), `proposal_boxes` (normalized,
+    zero-padded), `class_outputs` / `box_outputs` (TF1 layouts) and the TF1 post-processed
+    `detection_*` / `num_detections`.
     """
     if spec.architecture not in SUPPORTED_ARCHITECTURES:
         raise PipelineError(
