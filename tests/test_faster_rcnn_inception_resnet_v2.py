@@ -13,7 +13,6 @@ from pipeline.tf1.faster_rcnn_config import faster_rcnn_spec_from_config
 
 ZOO = "faster_rcnn_inception_resnet_v2_atrous_coco_2018_01_28"
 ENTRIES = 907  # global_step included
-NO_SCALE_BATCH_NORMS = 204  # bias-free convs: BatchNorm without gamma
 
 
 def test_zoo_config_reads(tf1_zoo_dir: Path) -> None:
@@ -59,9 +58,11 @@ def zoo_model(tf1_zoo_dir: Path):
 
 def test_every_zoo_variable_maps(zoo_model, tf1_zoo_dir: Path) -> None:
     """Every variable of the real zoo index has its place in the model built from the zoo's
-    pipeline.config, names and shapes equal (`plan_faster_rcnn_mapping` raises otherwise); every
-    model variable has its TF1 variable, or is the gamma (1) of a BatchNorm without scale."""
+    pipeline.config, names and shapes equal (`plan_faster_rcnn_mapping` raises otherwise), and
+    every model variable has its TF1 variable: BatchNorm without scale has no gamma on either
+    side."""
     from pipeline.conversion.faster_rcnn.mapping import model_variables, plan_faster_rcnn_mapping
+    from pipeline.modeling.faster_rcnn.model import model_records
     from pipeline.tf1.checkpoint import TF1Checkpoint
 
     spec, model = zoo_model
@@ -72,9 +73,9 @@ def test_every_zoo_variable_maps(zoo_model, tf1_zoo_dir: Path) -> None:
     assert {n for n, _, _ in plan.assignments} == set(checkpoint.shapes) - {"global_step"}
     for tf1_name, variable, _ in plan.assignments:
         assert tuple(variable.shape) == checkpoint.shapes[tf1_name], tf1_name
-    assert len(plan.implied) == NO_SCALE_BATCH_NORMS
-    assert {(n.rsplit("/", 1)[-1], value) for n, _, value in plan.implied} == {("gamma", 1.0)}
-    assert len(model_variables(model)) == ENTRIES - 1 + NO_SCALE_BATCH_NORMS
+    assert len(model_variables(model)) == len(plan.assignments) == ENTRIES - 1
+    norms = [r.layer for r in model_records(model) if r.kind == "batch_norm_no_scale"]
+    assert len(norms) == 204 and not any(n.scale or n.gamma is not None for n in norms)
     # The block convs' `Conv2d_1x1` projections have biases and no BatchNorm.
     assert "FirstStageFeatureExtractor/InceptionResnetV2/Repeat_1/block17_20/Conv2d_1x1/biases" in {
         n for n, _, _ in plan.assignments
@@ -133,5 +134,5 @@ def test_tf1_reference_export_parity(
         irv2_reference_export, tmp_path / "out", verify_images=two_coco_images, progress=False
     )
     assert report["complete"] and report["tf1"]["mapped"] == ENTRIES - 1
-    assert len(report["tf2"]["initialised_implied_constants"]) == NO_SCALE_BATCH_NORMS
+    assert report["tf2"]["initialised_from_tf1"] == report["tf2"]["total"] == ENTRIES - 1
     faster_rcnn_parity_check(report["parity"])

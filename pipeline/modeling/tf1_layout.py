@@ -32,6 +32,13 @@ _VARIABLES = {
         ("BatchNorm/moving_mean", "moving_mean"),
         ("BatchNorm/moving_variance", "moving_variance"),
     ),
+    # slim batch_norm with scale=False (Inception-ResNet v2's arg scope): no gamma, and the
+    # Keras BatchNormalization(scale=False) has none either.
+    "batch_norm_no_scale": (
+        ("BatchNorm/beta", "beta"),
+        ("BatchNorm/moving_mean", "moving_mean"),
+        ("BatchNorm/moving_variance", "moving_variance"),
+    ),
     # A BatchNorm whose scope is given in full: the weight-shared box predictor's per-level
     # `.../conv2d_i/BatchNorm/feature_j/{gamma,...}`.
     "norm": (
@@ -48,7 +55,9 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm'
+    # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'batch_norm_no_scale' |
+    # 'norm'
+    kind: str
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
     # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)
@@ -102,11 +111,12 @@ class TF1Layout:
         norm: str,
         depthwise: bool = False,
         implied: tuple[tuple[str, float], ...] | None = None,
+        norm_kind: str = "batch_norm",
     ) -> None:
         """A slim conv (or depthwise conv) with BatchNorm, held by a Model Garden block."""
         self.add(scope, "depthwise" if depthwise else "conv", block, conv)
         implied = self.bn_implied if implied is None else implied
-        self.add(scope, "batch_norm", block, norm, implied=implied)
+        self.add(scope, norm_kind, block, norm, implied=implied)
 
 
 def bn_implied(

@@ -58,12 +58,11 @@ def plan_faster_rcnn_mapping(
     shapes = weights.shapes
     _check_feature_extractor_scope(spec, weights, config_source)
     assignments: list[tuple[str, Any, Any]] = []
-    implied: list[tuple[str, Any, float]] = []
     fresh, replaced = [], []
     problems: dict[str, list[str]] = {}
     covered: set[int] = set()
     for record in model_records(model):
-        for name, variable, implied_value in record.variables():
+        for name, variable, _ in record.variables():
             covered.add(id(variable))
             tf2_shape = tuple(int(d) for d in variable.shape)
             if record.class_dependent and fresh_class_predictors:
@@ -71,10 +70,7 @@ def plan_faster_rcnn_mapping(
                 if name in shapes:
                     replaced.append(name)
                 continue
-            if name not in shapes and implied_value is not None:
-                # BatchNorm without scale (Inception-ResNet v2): gamma = 1.
-                implied.append((name, variable, implied_value))
-            elif name not in shapes:
+            if name not in shapes:
                 problems.setdefault(_blame(name, spec), []).append(
                     f"{name} {_shape_str(tf2_shape)} is required by the config but missing "
                     "from the checkpoint"
@@ -107,7 +103,7 @@ def plan_faster_rcnn_mapping(
         )
     return MappingPlan(
         assignments=assignments,
-        implied=implied,
+        implied=[],
         fresh=_unique(fresh),
         tf1_replaced=sorted(replaced),
         tf1_ignored=weights.unused_names,

@@ -14,11 +14,12 @@ block8 without activation and Conv2d_7b_1x1 on the cropped proposals. Read from
   bias* and no BatchNorm (`Conv2d_1x1`), add `up * scale` (0.17 / 0.10 / 0.20) to their input
   and apply ReLU (the last block8: no activation);
 - every other conv is bias-free with BatchNorm *without scale* (`batch_norm_scale=False`: no
-  gamma variable; the model's gamma is the implied 1) and epsilon 0.001, then ReLU;
+  gamma variable, as Keras' `BatchNormalization(scale=False)`) and epsilon 0.001, then ReLU;
 - 1 x 7 / 7 x 1 (block17) and 1 x 3 / 3 x 1 (block8) kernels.
 
 Model Garden's `Conv2DBNBlock` is conv + BatchNorm + activation with 'SAME' padding, square
-kernels and no dilation; `TF1Conv2DBNBlock` adds the rate, rectangular kernels and VALID padding.
+kernels, no dilation and a scaled BatchNorm; `TF1Conv2DBNBlock` adds the rate, rectangular
+kernels, VALID padding and BatchNorm without scale.
 The first stage registers with Model Garden's backbone factory as
 `tf1_faster_rcnn_inception_resnet_v2` (config `output_stride`) and outputs
 {level: PreAuxLogits} (1088 channels; level 3 at output stride 8).
@@ -36,14 +37,12 @@ from official.vision.modeling.backbones.mobilenet import Conv2DBNBlock
 
 from pipeline.modeling.faster_rcnn.first_stage import register_first_stage
 from pipeline.modeling.functional import TF1FunctionalModel
-from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
+from pipeline.modeling.tf1_layout import TF1Layout
 
 BACKBONE_TYPE = "tf1_faster_rcnn_inception_resnet_v2"
 FIRST_STAGE_SCOPE = "FirstStageFeatureExtractor/InceptionResnetV2"
 SECOND_STAGE_SCOPE = "SecondStageFeatureExtractor/InceptionResnetV2"
 SUPPORTED_OUTPUT_STRIDES = (8, 16)
-# slim batch_norm with scale=False has no gamma: the model's gamma stays 1.
-NO_SCALE = bn_implied(scale=False, center=True)
 
 # An op of a branch: (scope, depth | 'avg' | 'max', kernel, stride, padding); kernel is
 # (height, width). A stride of None is the output-stride-dependent stride of Mixed_6a.
@@ -116,12 +115,17 @@ SECOND_STAGE_REPEAT = ("Repeat", "block8", BLOCK8, 9, 0.20, 1)
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class TF1Conv2DBNBlock(Conv2DBNBlock):
     """Model Garden's Conv2DBNBlock (bias-free conv, BatchNorm, activation) with what slim's
-    conv2d also takes: a (height, width) kernel, a dilation `rate` and 'valid' padding."""
+    conv2d also takes: a (height, width) kernel, a dilation `rate`, 'valid' padding and
+    BatchNorm without scale (`norm_scale=False`: no gamma)."""
 
-    def __init__(self, dilation_rate: int = 1, padding: str = "same", **kwargs: Any) -> None:
+    def __init__(
+        self, dilation_rate: int = 1, padding: str = "same", norm_scale: bool = True,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         self._dilation_rate = dilation_rate
         self._padding = padding
+        self._norm_scale = norm_scale
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -136,12 +140,21 @@ class TF1Conv2DBNBlock(Conv2DBNBlock):
             kernel_regularizer=self._kernel_regularizer,
             bias_regularizer=self._bias_regularizer,
         )
+        if self._use_normalization:
+            self._norm0 = self._norm(
+                axis=self._bn_axis,
+                momentum=self._norm_momentum,
+                epsilon=self._norm_epsilon,
+                synchronized=self._use_sync_bn,
+                scale=self._norm_scale,
+            )
 
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "dilation_rate": self._dilation_rate,
             "padding": self._padding,
+            "norm_scale": self._norm_scale,
         }
 
 
@@ -193,10 +206,12 @@ class _Builder:
             return tf_keras.layers.MaxPooling2D(kernel, stride, padding=padding)(x)
         block = TF1Conv2DBNBlock(
             filters=int(what), kernel_size=kernel, strides=stride, padding=padding,
-            dilation_rate=rate, **self.block_kwargs,
+            dilation_rate=rate, norm_scale=False, **self.block_kwargs,
         )  # fmt: skip
         y = block(x)
-        self.layout.conv_bn(f"{scope}/{name}", block, "_conv0", "_norm0", implied=NO_SCALE)
+        self.layout.conv_bn(
+            f"{scope}/{name}", block, "_conv0", "_norm0", norm_kind="batch_norm_no_scale"
+        )
         return y
 
     def branches(self, x: tf.Tensor, scope: str, branches: Branches, rate: int = 1) -> tf.Tensor:
