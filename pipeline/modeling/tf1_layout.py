@@ -55,9 +55,7 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'batch_norm_no_scale' |
-    # 'norm'
-    kind: str
+    kind: str  # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm'
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
     # 'backbone' | 'decoder' | 'head' (the `checkpoint_items` entry holding the layer)
