@@ -105,11 +105,12 @@ BLOCK8: Branches = [
 ]  # fmt: skip
 # slim.repeat(net, count, block, scale=...): scopes Repeat*/block{n}_{1..count}.
 # (repeat scope, block name, branches, count, residual scale, rate at output stride 8)
-FIRST_STAGE_REPEATS = (
+Repeat = tuple[str, str, Branches, int, float, int]
+FIRST_STAGE_REPEATS: tuple[Repeat, ...] = (
     ("Repeat", "block35", BLOCK35, 10, 0.17, 1),
     ("Repeat_1", "block17", BLOCK17, 20, 0.10, 2),
 )
-SECOND_STAGE_REPEAT = ("Repeat", "block8", BLOCK8, 9, 0.20, 1)
+SECOND_STAGE_REPEAT: Repeat = ("Repeat", "block8", BLOCK8, 9, 0.20, 1)
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -235,7 +236,7 @@ class _Builder:
         self.layout.add(f"{scope}/Conv2d_1x1", "conv_bias", up)
         return TF1ScaledResidual(scale, activation)([x, up(mixed)])
 
-    def repeat(self, x: tf.Tensor, scope: str, repeat: tuple, rate: int = 1) -> tf.Tensor:
+    def repeat(self, x: tf.Tensor, scope: str, repeat: Repeat, rate: int = 1) -> tf.Tensor:
         repeat_scope, block, branches, count, scale, _ = repeat
         for number in range(1, count + 1):
             x = self.residual(x, f"{scope}/{repeat_scope}/{block}_{number}", branches, scale, rate)
