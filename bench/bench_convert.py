@@ -1,7 +1,9 @@
-"""Benchmark: converting ssd_mobilenet_v2 vs merely reading and re-writing the same tensors.
+"""Benchmark: converting a zoo model vs merely reading and re-writing the same tensors.
 
-Builds a zoo directory with the real ssd_mobilenet_v2_coco_2018_03_29 graph and a synthetic
-checkpoint of its exact layout (67.5 MB, 345 tensors), then, alternating, in this process:
+Builds a zoo directory from a `fixtures/tf1_zoo` model (default ssd_mobilenet_v2_coco_2018_03_29:
+its real graph, 67.5 MB, 345 tensors; `--model` names another, e.g.
+faster_rcnn_inception_resnet_v2_atrous_coco_2018_01_28: its pipeline.config and index, 907
+tensors) with a synthetic checkpoint of the exact layout, then, alternating, in this process:
 - reference: read every tensor of the TF1 checkpoint and write them all to a new checkpoint
   (CheckpointReader + SaveV2: the I/O any conversion must do);
 - conversion: `pipeline.conversion.convert.convert` (config + index, variable mapping, assignment,
@@ -9,7 +11,7 @@ checkpoint of its exact layout (67.5 MB, 345 tensors), then, alternating, in thi
 Prints medians, the ratio conversion / reference (target <= 2x), and the one-off costs (TensorFlow
 import, model construction) on their own lines.
 
-    .venv/bin/python bench/bench_convert.py [--repeats 3]
+    .venv/bin/python bench/bench_convert.py [--repeats 3] [--model NAME]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 FIXTURES = Path(os.environ.get("SHARED_FIXTURES", ROOT.parent / "shared" / "fixtures"))
-MODEL = "ssd_mobilenet_v2_coco_2018_03_29"
+DEFAULT_MODEL = "ssd_mobilenet_v2_coco_2018_03_29"
 
 
 def read_and_rewrite(prefix: Path, out_prefix: Path) -> float:
@@ -47,9 +49,10 @@ def read_and_rewrite(prefix: Path, out_prefix: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a fixtures/tf1_zoo directory")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    source = FIXTURES / "tf1_zoo" / MODEL
+    source = FIXTURES / "tf1_zoo" / args.model
     if not source.is_dir():
         print(f"skipped: fixture {source} not available")
         return 0
@@ -77,7 +80,7 @@ def main() -> int:
             conversion.append(total - report["timings_s"]["build_model"])
 
     ref, conv = statistics.median(reference), statistics.median(conversion)
-    print(f"checkpoint: {MODEL} layout, {data_mb:.1f} MB, {report['tf1']['total']} tensors")
+    print(f"checkpoint: {args.model} layout, {data_mb:.1f} MB, {report['tf1']['total']} tensors")
     print(f"TensorFlow + Model Garden import: {import_seconds:.2f} s (once)")
     print(f"model construction: {statistics.median(construction):.2f} s (median, separate)")
     print(f"read + re-write the tensors: {ref:.3f} s (median of {args.repeats})")

@@ -7,6 +7,7 @@ the fixtures below and skip cleanly where it is absent.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -171,21 +172,31 @@ def faster_rcnn_parity_check():
 
 @pytest.fixture(scope="session")
 def small_faster_rcnn_config(tf1_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    """small_faster_rcnn_config(zoo name) -> a copy of that zoo model's pipeline.config with
-    keep_aspect_ratio 320..512 (fast on 2 cores) and second-stage score threshold 0 (random
-    weights score low); one file per name and session (read-only)."""
+    """small_faster_rcnn_config(zoo name, min_dimension=320, max_dimension=512,
+    max_proposals=None) -> a copy of that zoo model's pipeline.config with keep_aspect_ratio
+    min..max (fast on 2 cores), second-stage score threshold 0 (random weights score low) and,
+    given max_proposals, that first_stage_max_proposals; one file per arguments and session
+    (read-only)."""
     root = tmp_path_factory.mktemp("small_configs")
 
-    def write(name: str) -> Path:
-        path = root / f"{name}.config"
+    def write(
+        name: str, min_dimension: int = 320, max_dimension: int = 512,
+        max_proposals: int | None = None,
+    ) -> Path:  # fmt: skip
+        path = root / f"{name}_{min_dimension}_{max_dimension}_{max_proposals}.config"
         if path.exists():
             return path
         text = (tf1_zoo_dir / name / "pipeline.config").read_text()
-        for old, new in (
-            ("min_dimension: 600", "min_dimension: 320"),
-            ("max_dimension: 1024", "max_dimension: 512"),
+        replacements = [
+            ("min_dimension: 600", f"min_dimension: {min_dimension}"),
+            ("max_dimension: 1024", f"max_dimension: {max_dimension}"),
             ("score_threshold: 0.300000011921", "score_threshold: 0.0"),
-        ):
+        ]
+        if max_proposals is not None:
+            old = re.search(r"first_stage_max_proposals: \d+", text)
+            assert old, f"{name}/pipeline.config has no first_stage_max_proposals"
+            replacements.append((old.group(0), f"first_stage_max_proposals: {max_proposals}"))
+        for old, new in replacements:
             assert old in text, f"{name}/pipeline.config has no `{old}`"
             text = text.replace(old, new)
         path.write_text(text)

@@ -46,8 +46,6 @@ def test_zoo_and_user_configs(tf1_zoo_dir: Path, user_export: Path) -> None:
     [
         ("tf1_zoo/mask_rcnn_inception_v2_coco_2018_01_28/pipeline.config",
          "predict_instance_masks", "Mask R-CNN"),
-        ("tf1_zoo/faster_rcnn_inception_resnet_v2_atrous_coco_2018_01_28/pipeline.config",
-         "feature_extractor.type", "faster_rcnn_inception_resnet_v2"),
         ("od_api/sample_configs/rfcn_resnet101_coco.config", "second_stage_box_predictor",
          "R-FCN"),
     ],

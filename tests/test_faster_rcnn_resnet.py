@@ -34,7 +34,8 @@ def test_other_first_stage_stride_is_refused(tf1_zoo_dir: Path, tmp_path: Path) 
         text.replace("first_stage_features_stride: 16", "first_stage_features_stride: 8")
     )
     with pytest.raises(
-        PipelineError, match=r"first_stage_features_stride is 8 \(only 16\)"
+        PipelineError,
+        match=r"first_stage_features_stride is 8 \(only 16 for faster_rcnn_resnet50\)",
     ) as error:
         faster_rcnn_spec_from_config(config)
     assert "faster_rcnn_resnet50 or faster_rcnn_resnet101" in str(error.value)

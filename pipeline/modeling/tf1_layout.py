@@ -32,6 +32,13 @@ _VARIABLES = {
         ("BatchNorm/moving_mean", "moving_mean"),
         ("BatchNorm/moving_variance", "moving_variance"),
     ),
+    # slim batch_norm with scale=False (Inception-ResNet v2's arg scope): no gamma, and the
+    # Keras BatchNormalization(scale=False) has none either.
+    "batch_norm_no_scale": (
+        ("BatchNorm/beta", "beta"),
+        ("BatchNorm/moving_mean", "moving_mean"),
+        ("BatchNorm/moving_variance", "moving_variance"),
+    ),
     # A BatchNorm whose scope is given in full: the weight-shared box predictor's per-level
     # `.../conv2d_i/BatchNorm/feature_j/{gamma,...}`.
     "norm": (
@@ -110,11 +117,12 @@ class TF1Layout:
         norm: str,
         depthwise: bool = False,
         implied: tuple[tuple[str, float], ...] | None = None,
+        norm_kind: str = "batch_norm",
     ) -> None:
         """A slim conv (or depthwise conv) with BatchNorm, held by a Model Garden block."""
         self.add(scope, "depthwise" if depthwise else "conv", block, conv)
         implied = self.bn_implied if implied is None else implied
-        self.add(scope, "batch_norm", block, norm, implied=implied)
+        self.add(scope, norm_kind, block, norm, implied=implied)
 
     def fake_quant(
         self, scope: str, owner: Any, suffix: str = "", class_dependent: bool = False

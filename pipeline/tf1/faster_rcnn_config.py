@@ -1,7 +1,7 @@
 """Read a TF1 `model { faster_rcnn { ... } }` pipeline.config into a `FasterRCNNSpec`.
 
 Everything the TF2 model cannot reproduce exactly is refused with one line naming the file, the
-field and what is supported (R-FCN, Mask R-CNN, other backbones, atrous first stages, ...), rather
+field and what is supported (R-FCN, Mask R-CNN, other backbones and output strides, ...), rather
 than converted approximately.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import (
     BATCH_NORM_EPSILON,
+    FEATURES_STRIDES,
     SUPPORTED_ARCHITECTURES,
     FasterRCNNSpec,
     GridAnchorSpec,
@@ -74,10 +75,11 @@ class _Translator(pipeline_config._Translator):
         self.refuse_true(
             fr, _FR, ("use_matmul_crop_and_resize", "use_static_shapes", "clip_anchors_to_image")
         )
-        if fr.first_stage_atrous_rate != 1:
-            raise self.unsupported(
-                f"{_FR}.first_stage_atrous_rate", f"is {fr.first_stage_atrous_rate} (atrous)"
-            )
+        if fr.first_stage_atrous_rate < 1:
+            raise self.fail(
+                f"{_FR}.first_stage_atrous_rate", f"is {fr.first_stage_atrous_rate}",
+                "use a rate >= 1 (1: no dilation)",
+            )  # fmt: skip
         min_dim, max_dim, method = self.resizer(fr)
         post = fr.second_stage_post_processing
         converter = enum_name(post, "score_converter")
@@ -98,6 +100,8 @@ class _Translator(pipeline_config._Translator):
             resize_method=method,
             batch_norm_epsilon=BATCH_NORM_EPSILON[fr.feature_extractor.type],
             anchors=self.anchors(fr),
+            features_stride=int(fr.feature_extractor.first_stage_features_stride),
+            first_stage_atrous_rate=int(fr.first_stage_atrous_rate),
             first_stage_kernel_size=int(fr.first_stage_box_predictor_kernel_size),
             first_stage_depth=int(fr.first_stage_box_predictor_depth),
             first_stage_nms=NMSSpec(
@@ -132,10 +136,12 @@ class _Translator(pipeline_config._Translator):
         field = f"{_FR}.feature_extractor"
         if extractor.type not in SUPPORTED_ARCHITECTURES:
             raise self.unsupported(f"{field}.type", f"is {extractor.type or 'missing'}")
-        if extractor.first_stage_features_stride != 16:
+        strides = FEATURES_STRIDES[extractor.type]
+        if extractor.first_stage_features_stride not in strides:
             raise self.unsupported(
                 f"{field}.first_stage_features_stride",
-                f"is {extractor.first_stage_features_stride} (only 16)",
+                f"is {extractor.first_stage_features_stride} (only "
+                f"{' or '.join(map(str, strides))} for {extractor.type})",
             )
         if extractor.HasField("fpn"):
             raise self.unsupported(f"{field}.fpn", "is set")
@@ -168,10 +174,12 @@ class _Translator(pipeline_config._Translator):
         if not grid.scales or not grid.aspect_ratios:
             raise self.fail(f"{field}.grid_anchor_generator", "has no scales or aspect_ratios",
                             "list both")  # fmt: skip
-        if (grid.height_stride, grid.width_stride) != (16, 16):
+        stride = fr.feature_extractor.first_stage_features_stride
+        if (grid.height_stride, grid.width_stride) != (stride, stride):
             raise self.unsupported(
                 f"{field}.grid_anchor_generator.height_stride/width_stride",
-                f"are {grid.height_stride}/{grid.width_stride} (the feature stride is 16)",
+                f"are {grid.height_stride}/{grid.width_stride} (the feature stride, "
+                f"first_stage_features_stride, is {stride})",
             )
         return GridAnchorSpec(
             scales=tuple(float(s) for s in grid.scales),

@@ -50,7 +50,8 @@ _STAGE_CAUSES = {
     "proposals": "first-stage post-processing: grid anchor order/offset, anchor clipping, box "
     "decoding, the NMS clip order or thresholds, max proposals",
     "box_encodings": "crop_and_resize / max pool, the second-stage feature extractor (Inception "
-    "v2 Mixed_5a-c, ResNet v1 block4) or the SecondStageBoxPredictor box mapping",
+    "v2 Mixed_5a-c, ResNet v1 block4, Inception-ResNet v2 Mixed_7a-Conv2d_7b_1x1) or the "
+    "SecondStageBoxPredictor box mapping",
     "class_logits": "the SecondStageBoxPredictor ClassPredictor mapping",
 }
 
@@ -131,8 +132,8 @@ def run_tf2_stages(
     if proposals is not None:
         class_outputs, box_outputs = second_stage_on(model, preprocessed, proposals)
     raw = {
-        "rpn_box_encodings": outputs["rpn_boxes"]["4"],
-        "rpn_objectness": outputs["rpn_scores"]["4"],
+        "rpn_box_encodings": outputs["rpn_boxes"][model.spec.feature_level],
+        "rpn_objectness": outputs["rpn_scores"][model.spec.feature_level],
         "proposals": outputs["proposal_boxes"],
         "box_encodings": box_outputs,
         "class_logits": class_outputs,

@@ -13,7 +13,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from pipeline.modeling.faster_rcnn import inception_v2, resnet_v1
+from pipeline.modeling.faster_rcnn import inception_resnet_v2, inception_v2, resnet_v1
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.tf1_layout import TF1Layout
 
@@ -75,10 +75,32 @@ def _resnet_second_stage(
     )  # fmt: skip
 
 
+def _inception_resnet_v2_backbone(spec: FasterRCNNSpec) -> Any:
+    return inception_resnet_v2.BackboneConfig(
+        tf1_faster_rcnn_inception_resnet_v2=inception_resnet_v2.TF1FasterRCNNInceptionResNetV2Config(
+            output_stride=spec.features_stride
+        )
+    )
+
+
+def _inception_resnet_v2_second_stage(
+    in_channels: int, layout: TF1Layout, spec: FasterRCNNSpec, norm_momentum: float,
+    kernel_regularizer: Any,
+) -> Any:  # fmt: skip
+    return inception_resnet_v2.build_second_stage_extractor(
+        in_channels, layout, norm_momentum, spec.batch_norm_epsilon, kernel_regularizer
+    )
+
+
+def _inception_normalize(resized: tf.Tensor) -> tf.Tensor:
+    """Both Inception extractors' `preprocess`: 0..255 -> [-1, 1]."""
+    return (2.0 / 255.0) * resized - 1.0
+
+
 INCEPTION_V2 = FeatureExtractor(
     backbone_config=_inception_v2_backbone,
     second_stage=_inception_v2_second_stage,
-    normalize=lambda resized: (2.0 / 255.0) * resized - 1.0,
+    normalize=_inception_normalize,
     first_stage_scope=lambda spec: inception_v2.FIRST_STAGE_SCOPE,
     first_stage_causes="x*2/255-1, the Inception v2 first stage (separable stem, BN epsilon/"
     "scale, pools)",
@@ -91,10 +113,20 @@ RESNET_V1 = FeatureExtractor(
     first_stage_causes="channel-mean subtraction, the ResNet v1 first stage (conv2d_same "
     "padding, stride on the last unit of block1/2, BN epsilon 1e-5)",
 )
+INCEPTION_RESNET_V2 = FeatureExtractor(
+    backbone_config=_inception_resnet_v2_backbone,
+    second_stage=_inception_resnet_v2_second_stage,
+    normalize=_inception_normalize,
+    first_stage_scope=lambda spec: inception_resnet_v2.FIRST_STAGE_SCOPE,
+    first_stage_causes="x*2/255-1, the Inception-ResNet v2 first stage ('SAME'-aligned "
+    "paddings, Mixed_6a stride and block17 rate at output stride 8, BatchNorm without scale, "
+    "residual scales)",
+)
 FEATURE_EXTRACTORS = {
     "faster_rcnn_inception_v2": INCEPTION_V2,
     "faster_rcnn_resnet50": RESNET_V1,
     "faster_rcnn_resnet101": RESNET_V1,
+    "faster_rcnn_inception_resnet_v2": INCEPTION_RESNET_V2,
 }
 
 

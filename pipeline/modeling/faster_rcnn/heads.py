@@ -1,12 +1,14 @@
 """TF1 Faster R-CNN heads as the `rpn_head` and `detection_head` of a Model Garden MaskRCNNModel.
 
 Model Garden's `RPNHead` puts BatchNorm (or not) and a ReLU after its shared conv and predicts one
-sigmoid logit per anchor; TF1's first stage is `Conv` (3x3, 512, bias, ReLU6) followed by two 1x1
+sigmoid logit per anchor; TF1's first stage is `Conv` (3x3, 512, bias, ReLU6, dilated by
+`first_stage_atrous_rate`) followed by two 1x1
 convs with bias: `FirstStageBoxPredictor/BoxEncodingPredictor` (4 per anchor) and
 `FirstStageBoxPredictor/ClassPredictor` (2 per anchor, background first, softmax). Both logits are
 kept, so the objectness is TF1's softmax exactly. Model Garden's `DetectionHead` (convs + FCs on
 ROI-aligned features) cannot host TF1's second stage, which runs the backbone's last blocks
-(Inception v2 Mixed_5a-c, ResNet v1 block4; `extractors.py`) on every crop, averages
+(Inception v2 Mixed_5a-c, ResNet v1 block4, Inception-ResNet v2 Mixed_7a-Conv2d_7b;
+`extractors.py`) on every crop, averages
 spatially and predicts with two FC layers
 (`SecondStageBoxPredictor/{BoxEncodingPredictor,ClassPredictor}`). Outputs keep TF1's layouts:
 box encodings per class *without* a background slot ([B, N, num_classes * 4]) and class logits
@@ -36,6 +38,7 @@ class TF1RPNHead(tf_keras.layers.Layer):
         depth: int = 512,
         kernel_size: int = 3,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        dilation_rate: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -44,9 +47,13 @@ class TF1RPNHead(tf_keras.layers.Layer):
             "depth": depth,
             "kernel_size": kernel_size,
             "kernel_regularizer": kernel_regularizer,
+            "dilation_rate": dilation_rate,
         }
         common = {"padding": "same", "kernel_regularizer": kernel_regularizer}
-        self.conv = tf_keras.layers.Conv2D(depth, kernel_size, activation=tf.nn.relu6, **common)
+        # `first_stage_atrous_rate`: TF1's `Conv` is slim.conv2d(rate=...), 'SAME'.
+        self.conv = tf_keras.layers.Conv2D(
+            depth, kernel_size, activation=tf.nn.relu6, dilation_rate=dilation_rate, **common
+        )
         self.box_predictor = tf_keras.layers.Conv2D(num_anchors_per_location * 4, 1, **common)
         self.class_predictor = tf_keras.layers.Conv2D(num_anchors_per_location * 2, 1, **common)
         layout = TF1Layout("rpn_head")

@@ -1,7 +1,8 @@
 """Assemble the Model Garden `MaskRCNNModel` (masks off) that reproduces a TF1 Faster R-CNN.
 
-The backbone comes out of Model Garden's factory (`tf1_faster_rcnn_inception_v2` or
-`tf1_faster_rcnn_resnet_v1`, chosen by `extractors.py` from `feature_extractor.type`); the RPN head,
+The backbone comes out of Model Garden's factory (`tf1_faster_rcnn_inception_v2`,
+`tf1_faster_rcnn_resnet_v1` or `tf1_faster_rcnn_inception_resnet_v2`, chosen by `extractors.py`
+from `feature_extractor.type`); the RPN head,
 box classifier head, proposal generator, crop-and-pool and second-stage generator are the TF1
 parts of `pipeline.modeling.faster_rcnn.{heads,layers}`, passed to MaskRCNNModel in the slots
 its stock parts occupy. `TF1FasterRCNNModel` subclasses it for one reason: TF1 images keep their
@@ -33,10 +34,6 @@ from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES, FasterRC
 from pipeline.modeling.preprocessing import resize_tf1
 from pipeline.modeling.tf1_layout import LayerRecord
 
-FEATURE_STRIDE = 16
-# The stride-16 feature map's Model Garden level (every backbone outputs only this one).
-FEATURE_LEVEL = "4"
-
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class TF1FasterRCNNModel(MaskRCNNModel):
@@ -47,13 +44,14 @@ class TF1FasterRCNNModel(MaskRCNNModel):
         self.spec = spec
 
     def anchor_boxes_for(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """{level: [H, W, A * 4]} absolute anchors for the stride-16 map of `images`."""
+        """{level: [H, W, A * 4]} absolute anchors for the first stage's map of `images`."""
         shape = tf.shape(images)
-        # 'SAME' stride-2 layers give ceil(n / 2) four times: ceil(n / 16).
-        height = (shape[1] + FEATURE_STRIDE - 1) // FEATURE_STRIDE
-        width = (shape[2] + FEATURE_STRIDE - 1) // FEATURE_STRIDE
+        # 'SAME' stride-2 layers give ceil(n / 2) each: ceil(n / stride) in all.
+        stride = self.spec.features_stride
+        height = (shape[1] + stride - 1) // stride
+        width = (shape[2] + stride - 1) // stride
         anchors = grid_anchors(height, width, self.spec.anchors)
-        return {FEATURE_LEVEL: tf.reshape(anchors, [height, width, -1])}
+        return {self.spec.feature_level: tf.reshape(anchors, [height, width, -1])}
 
     def call(  # type: ignore[override]
         self,
@@ -88,9 +86,10 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
     """The TF2 model of `spec`, with every variable created.
 
     `model(preprocessed, image_shape)` takes `preprocess(images, spec)`'s outputs and returns
-    Model Garden's dict: `rpn_scores` / `rpn_boxes` ({'4': [B, H, W, A * 2 | A * 4]}, TF1 channel
-    order), `proposal_boxes` (normalized, zero-padded), `class_outputs` / `box_outputs` (TF1
-    layouts) and the TF1 post-processed `detection_*` / `num_detections`.
+    Model Garden's dict: `rpn_scores` / `rpn_boxes` ({level: [B, H, W, A * 2 | A * 4]}, one
+    level, `spec.feature_level`; TF1 channel order), `proposal_boxes` (normalized,
+    zero-padded), `class_outputs` / `box_outputs` (TF1 layouts) and the TF1 post-processed
+    `detection_*` / `num_detections`.
     """
     if spec.architecture not in SUPPORTED_ARCHITECTURES:
         raise PipelineError(
@@ -102,11 +101,12 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
         backbone_config=feature_extractor(spec).backbone_config(spec),
         norm_activation_config=_norm_activation(spec),
     )
-    channels = int(backbone.output_specs[FEATURE_LEVEL][-1])
+    channels = int(backbone.output_specs[spec.feature_level][-1])
     rpn_head = TF1RPNHead(
         num_anchors_per_location=spec.anchors.num_anchors_per_location,
         depth=spec.first_stage_depth,
         kernel_size=spec.first_stage_kernel_size,
+        dilation_rate=spec.first_stage_atrous_rate,
     )
     detection_head = TF1BoxClassifierHead(spec, in_channels=channels)
     model = TF1FasterRCNNModel(
@@ -129,13 +129,16 @@ def build_faster_rcnn_model(spec: FasterRCNNSpec) -> TF1FasterRCNNModel:
             spec.box_coder.scales,
             spec.box_clipping,
         ),
-        min_level=int(FEATURE_LEVEL),
-        max_level=int(FEATURE_LEVEL),
+        min_level=int(spec.feature_level),
+        max_level=int(spec.feature_level),
     )
     # Create every variable so that checkpoints restore eagerly (64 x 64 is the smallest
-    # convenient input: TF1 requires >= 33 pixels).
+    # convenient input: TF1 requires >= 33 pixels). Tracing the call creates them without
+    # running it: an eager call would push max_proposals crops through the second stage
+    # (~2 minutes on 2 cores for Inception-ResNet v2's 300 crops of 17 x 17 x 1088).
     images, image_shape = preprocess(tf.zeros([1, 64, 64, 3], tf.uint8), spec)
-    model(images, image_shape, training=False)
+    trace = tf.function(lambda: model(images, image_shape, training=False), autograph=False)
+    trace.get_concrete_function()
     return model
 
 

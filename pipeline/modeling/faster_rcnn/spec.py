@@ -20,13 +20,24 @@ SUPPORTED_ARCHITECTURES = (
     "faster_rcnn_inception_v2",
     "faster_rcnn_resnet50",
     "faster_rcnn_resnet101",
+    "faster_rcnn_inception_resnet_v2",
 )
 # The BatchNorm epsilon each TF1 extractor hard-codes in its arg scope (Inception v2's
-# `inception_v2_arg_scope` default, ResNet's `resnet_arg_scope(batch_norm_epsilon=1e-5)`).
+# `inception_v2_arg_scope` default, ResNet's `resnet_arg_scope(batch_norm_epsilon=1e-5)`,
+# `inception_resnet_v2_arg_scope`'s default).
 BATCH_NORM_EPSILON = {
     "faster_rcnn_inception_v2": 0.001,
     "faster_rcnn_resnet50": 1e-5,
     "faster_rcnn_resnet101": 1e-5,
+    "faster_rcnn_inception_resnet_v2": 0.001,
+}
+# `feature_extractor.first_stage_features_stride` values each extractor converts: the output
+# stride of its first stage (Inception-ResNet v2 at 8 is the 'atrous' zoo model).
+FEATURES_STRIDES = {
+    "faster_rcnn_inception_v2": (16,),
+    "faster_rcnn_resnet50": (16,),
+    "faster_rcnn_resnet101": (16,),
+    "faster_rcnn_inception_resnet_v2": (8,),
 }
 
 __all__ = ["BOX_CLIPPING_CHOICES", "FAMILY", "FasterRCNNSpec", "GridAnchorSpec", "NMSSpec"]
@@ -72,6 +83,10 @@ class FasterRCNNSpec:
     min_depth: int = 16
     batch_norm_epsilon: float = 0.001
     anchors: GridAnchorSpec = GridAnchorSpec()
+    # The first stage's output stride (`first_stage_features_stride`) and the dilation of the
+    # RPN's `Conv` (`first_stage_atrous_rate`).
+    features_stride: int = 16
+    first_stage_atrous_rate: int = 1
     first_stage_kernel_size: int = 3
     first_stage_depth: int = 512
     first_stage_nms: NMSSpec = NMSSpec(0.0, 0.7, 300, 300)
@@ -89,6 +104,11 @@ class FasterRCNNSpec:
     @property
     def family(self) -> str:
         return FAMILY
+
+    @property
+    def feature_level(self) -> str:
+        """The Model Garden level of the first stage's only feature map (log2 of its stride)."""
+        return str(self.features_stride.bit_length() - 1)
 
     @property
     def max_proposals(self) -> int:
