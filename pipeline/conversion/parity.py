@@ -503,7 +503,7 @@ def level_names(spec: Any) -> list[str]:
     from pipeline.modeling.decoders import fpn_level_scopes
 
     fpn = spec.feature_extractor.fpn
-    scopes = fpn_level_scopes(fpn.min_level, fpn.max_level)
+    scopes = fpn_level_scopes(spec.architecture, fpn.min_level, fpn.max_level)
     return [f"P{level} (fpn/{scopes[level]})" for level in sorted(scopes)]
 
 
