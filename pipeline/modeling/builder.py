@@ -3,8 +3,8 @@
 The backbone and decoder come out of Model Garden's factories (`build_backbone`,
 `build_decoder`) through the builders this package registers (`tf1_ssd_mobilenet`,
 `tf1_ssd_inception_v2`, `tf1_ssd_resnet_v1`; `tf1_ssd_extra_layers`, `tf1_fpn`); the head is a
-`RetinaNetHead` subclass and the post-processing a `MultilevelDetectionGenerator` subclass with TF1 semantics. Anchors are TF1's, passed to the
-model as fixed `anchor_boxes`.
+`RetinaNetHead` subclass and the post-processing a `MultilevelDetectionGenerator` subclass
+with TF1 semantics. Anchors are TF1's, passed to the model as fixed `anchor_boxes`.
 """
 
 from __future__ import annotations

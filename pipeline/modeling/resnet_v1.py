@@ -42,7 +42,6 @@ from official.vision.modeling.backbones import factory
 from official.vision.modeling.layers.nn_blocks import BottleneckBlock
 
 from pipeline.modeling.functional import TF1FunctionalModel
-from pipeline.modeling.spec import RESNET_FPN_DEPTHS
 from pipeline.modeling.tf1_layout import TF1Layout
 
 Block = tuple[str, int, int, int]  # (block, base depth, units, stride of its last unit)
