@@ -251,6 +251,8 @@ def test_relu_in_place_of_the_overriding_relu6_fails_parity(
     )
     assert not report.passed
     assert not report.images[0].class_logits.passed
+    assert "differ on every level" in report.diagnosis[0]
+    assert "the ResNet v1 base (conv2d_same root, BN epsilon 1e-5" in report.diagnosis[0]
 
 
 @pytest.fixture(scope="module")
