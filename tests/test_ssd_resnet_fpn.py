@@ -65,7 +65,8 @@ def test_sample_config_translates(od_api_configs: Path) -> None:
     assert (extractor.fpn.min_level, extractor.fpn.max_level) == (3, 7)
     assert (extractor.fpn.additional_layer_depth, extractor.min_depth) == (256, 16)
     assert extractor.override_base_feature_extractor_hyperparams
-    assert (extractor.activation, extractor.batch_norm_epsilon) == ("relu6", 0.001)
+    assert extractor.activation == "relu6"
+    assert extractor.batch_norm_epsilon == pytest.approx(0.001)
     predictor = spec.box_predictor
     assert predictor.weight_shared and (predictor.depth, predictor.num_layers_before_predictor) == (
         256,
