@@ -4,8 +4,8 @@ builds for each pipeline.config, in one process. Prints JSON {config path: {name
     $VENV/bin/python list_variables.py TF1_REFERENCE_DIR CONFIG [CONFIG ...]
 
 Each model is built as `make_zoo_dir.py --list-variables` builds it (`model_builder.build` with
-is_training=False, preprocess + predict + postprocess on a [1, None, None, 3] input), each in its
-own graph.
+is_training=False, preprocess + predict + postprocess on a [1, None, None, 3] input, and the
+global step), each in its own graph.
 """
 
 import json
@@ -29,5 +29,6 @@ for path in sys.argv[2:]:
         image = tf.compat.v1.placeholder(tf.float32, [1, None, None, 3])
         prep, shapes = model.preprocess(image)
         model.postprocess(model.predict(prep, shapes), shapes)
+        tf.compat.v1.train.get_or_create_global_step()
         listing[path] = {v.op.name: v.shape.as_list() for v in tf.compat.v1.global_variables()}
 json.dump(listing, sys.stdout)
