@@ -279,6 +279,7 @@ def test_training_losses_equal_the_tf1_od_apis(
     out, _ = converted
     tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, reference_export, batch)
     tf2 = _tf2_losses(out, batch)
+    print(json.dumps({"tf1": tf1, "tf2": tf2}, indent=1))
     assert tf2["box_loss"] == pytest.approx(tf1["Loss/localization_loss"], rel=1e-4)
     assert tf2["cls_loss"] == pytest.approx(tf1["Loss/classification_loss"], rel=1e-4)
     assert tf2["l2_loss"] == pytest.approx(tf1["regularization"], rel=1e-4)
