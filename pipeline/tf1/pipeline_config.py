@@ -187,10 +187,10 @@ class _Translator:
         use_depthwise = bool(extractor.use_depthwise)
         if extractor.type in FPN_ARCHITECTURES:
             fpn = self.fpn(extractor, field)
-        if extractor.type in RESNET_FPN_DEPTHS:
-            self.check_resnet_base(extractor, field)
-            # SSDResnetV1FpnFeatureExtractor takes use_depthwise and builds nothing depthwise.
-            use_depthwise = False
+            if extractor.type in RESNET_FPN_DEPTHS:
+                self.check_resnet_base(extractor, field)
+                # SSDResnetV1FpnFeatureExtractor takes use_depthwise and builds nothing depthwise.
+                use_depthwise = False
         elif extractor.HasField("fpn"):
             raise self.fail(
                 f"{field}.fpn",
