@@ -12,7 +12,8 @@ else as in the sample; the resnet101/152 copies change only `feature_extractor.t
   detections); the same weights with ReLU in place of the config's relu6 in the ResNet units
   fail it (the override reaches the base);
 - its training losses (focal classification, smooth L1, L2 of the config's conv_hyperparams on
-  the base) equal those of the TF1 OD API's training graph, and 2 fine-tune steps run.
+  the base) equal those of the TF1 OD API's training graph, the L2 set without the override is
+  TF1's (resnet_arg_scope's 1e-4 on the base), and 2 fine-tune steps run.
 """
 
 from __future__ import annotations
@@ -285,6 +286,38 @@ def test_training_losses_equal_the_tf1_od_apis(
     assert tf2["l2_loss"] == pytest.approx(tf1["regularization"], rel=1e-4)
     assert tf2["total_loss"] == pytest.approx(tf1["total"], rel=1e-4)
     assert tf1["Loss/classification_loss"] > 0.1 and tf1["regularization"] > 0.0
+
+
+@pytest.mark.slow
+def test_regularized_weights_without_the_override_are_tf1s(
+    small_configs, tf1_reference_python, tf1_reference_dir, tmp_path: Path
+) -> None:
+    """Without override_base_feature_extractor_hyperparams the base keeps resnet_arg_scope's L2
+    (1e-4), the FPN and head the config's (4e-4): the TF1 training graph's regularization losses
+    (tests/tf1_scripts/regularized_weights.py) name the same kernels with the same weights."""
+    from test_regularization import tf1_regularized
+
+    from pipeline.modeling.builder import build_ssd_model
+    from pipeline.modeling.regularization import tf1_l2_weights
+
+    text = small_configs[50].read_text()
+    old = "override_base_feature_extractor_hyperparams: true"
+    assert old in text
+    path = tmp_path / "pipeline.config"
+    path.write_text(text.replace(old, "override_base_feature_extractor_hyperparams: false"))
+    expected = tf1_regularized(tf1_reference_python, tf1_reference_dir, path)
+    spec = ssd_spec_from_config(path)
+    ours = {
+        name: weight for name, (_, weight) in tf1_l2_weights(build_ssd_model(spec), spec).items()
+    }
+    assert sorted(ours) == sorted(expected)
+    for name, weight in expected.items():
+        assert ours[name] == pytest.approx(weight, rel=1e-5), name
+    base = "FeatureExtractor/resnet_v1_50/block2/unit_1/bottleneck_v1/conv2/weights"
+    assert expected[base] == pytest.approx(0.0001, rel=1e-5)
+    assert expected["FeatureExtractor/resnet_v1_50/fpn/smoothing_1/weights"] == pytest.approx(
+        0.0004, rel=1e-5
+    )
 
 
 @pytest.mark.slow
