@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from pipeline.modeling.resnet_v1 import CHANNEL_MEANS
 from pipeline.modeling.spec import RESNET_FPN_DEPTHS, SSDSpec
+
+# The ResNet v1 feature extractors' preprocessing (VGG channel means, subtracted from 0..255 RGB).
+RESNET_CHANNEL_MEANS = (123.68, 116.779, 103.939)
 
 _RESIZE_OPS = {
     "BILINEAR": tf.raw_ops.ResizeBilinear,
@@ -41,7 +43,7 @@ def resize_tf1(
 def subtract_channel_means(resized: tf.Tensor) -> tf.Tensor:
     """The ResNet v1 feature extractors' preprocess (SSD FPN and Faster R-CNN): RGB 0..255 minus
     slim's VGG channel means."""
-    return resized - tf.constant([[CHANNEL_MEANS]], tf.float32)
+    return resized - tf.constant([[RESNET_CHANNEL_MEANS]], tf.float32)
 
 
 def preprocess(images_uint8: tf.Tensor, spec: SSDSpec) -> tf.Tensor:

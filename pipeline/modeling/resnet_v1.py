@@ -58,8 +58,6 @@ SUPPORTED_DEPTHS = tuple(BLOCKS)
 BATCH_NORM_EPSILON = 1e-5
 BATCH_NORM_DECAY = 0.997
 WEIGHT_DECAY = 0.0001
-# Slim's `resnet_v1` preprocessing (VGG channel means), subtracted from 0..255 RGB.
-CHANNEL_MEANS = (123.68, 116.779, 103.939)
 # Slim's unit order in a scope, and the BottleneckBlock sub-layers holding each.
 _UNIT_LAYERS = (
     ("shortcut", "_shortcut", "_norm0"),
