@@ -275,17 +275,11 @@ def test_training_losses_equal_the_tf1_od_apis(
     """Focal classification loss (alpha 0.25, gamma 2, background encoded as zeros), smooth L1
     normalised by the code size, and L2 0.0004 on every kernel of the base, FPN and head (the
     override puts the config's regularizer on the ResNet)."""
-    from test_training_losses_tf1 import _tf1_losses, _tf2_losses
+    from test_training_losses_tf1 import _tf1_losses, _tf2_losses, check_losses_equal
 
     out, _ = converted
     tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, reference_export, batch)
-    tf2 = _tf2_losses(out, batch)
-    print(json.dumps({"tf1": tf1, "tf2": tf2}, indent=1))
-    assert tf2["box_loss"] == pytest.approx(tf1["Loss/localization_loss"], rel=1e-4)
-    assert tf2["cls_loss"] == pytest.approx(tf1["Loss/classification_loss"], rel=1e-4)
-    assert tf2["l2_loss"] == pytest.approx(tf1["regularization"], rel=1e-4)
-    assert tf2["total_loss"] == pytest.approx(tf1["total"], rel=1e-4)
-    assert tf1["Loss/classification_loss"] > 0.1 and tf1["regularization"] > 0.0
+    check_losses_equal(tf1, _tf2_losses(out, batch))
 
 
 @pytest.mark.slow
@@ -295,24 +289,14 @@ def test_regularized_weights_without_the_override_are_tf1s(
     """Without override_base_feature_extractor_hyperparams the base keeps resnet_arg_scope's L2
     (1e-4), the FPN and head the config's (4e-4): the TF1 training graph's regularization losses
     (tests/tf1_scripts/regularized_weights.py) name the same kernels with the same weights."""
-    from test_regularization import tf1_regularized
-
-    from pipeline.modeling.builder import build_ssd_model
-    from pipeline.modeling.regularization import tf1_l2_weights
+    from test_regularization import check_regularized_weights_are_tf1s
 
     text = small_configs[50].read_text()
     old = "override_base_feature_extractor_hyperparams: true"
     assert old in text
     path = tmp_path / "pipeline.config"
     path.write_text(text.replace(old, "override_base_feature_extractor_hyperparams: false"))
-    expected = tf1_regularized(tf1_reference_python, tf1_reference_dir, path)
-    spec = ssd_spec_from_config(path)
-    ours = {
-        name: weight for name, (_, weight) in tf1_l2_weights(build_ssd_model(spec), spec).items()
-    }
-    assert sorted(ours) == sorted(expected)
-    for name, weight in expected.items():
-        assert ours[name] == pytest.approx(weight, rel=1e-5), name
+    expected = check_regularized_weights_are_tf1s(tf1_reference_python, tf1_reference_dir, path)
     base = "FeatureExtractor/resnet_v1_50/block2/unit_1/bottleneck_v1/conv2/weights"
     assert expected[base] == pytest.approx(0.0001, rel=1e-5)
     assert expected["FeatureExtractor/resnet_v1_50/fpn/smoothing_1/weights"] == pytest.approx(
