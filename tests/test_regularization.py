@@ -37,14 +37,28 @@ def tf1_regularized(python: Path, reference: Path, config: Path) -> dict[str, fl
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.split("/")[1])
-def test_regularized_weights_are_tf1s(
-    tf1_reference_python, tf1_reference_dir, shared_fixtures, config, tmp_path
-):
+def check_regularized_weights_are_tf1s(python: Path, reference: Path, config: Path) -> dict:
+    """The project's L2 rule on the model built from `config` gives the TF1 training graph's
+    {variable: weight}; returns TF1's."""
     from pipeline.modeling.builder import build_ssd_model
     from pipeline.modeling.regularization import tf1_l2_weights
     from pipeline.tf1.pipeline_config import ssd_spec_from_config
 
+    expected = tf1_regularized(python, reference, config)
+    spec = ssd_spec_from_config(config)
+    ours = {
+        name: weight for name, (_, weight) in tf1_l2_weights(build_ssd_model(spec), spec).items()
+    }
+    assert sorted(ours) == sorted(expected)
+    for name, weight in expected.items():
+        assert ours[name] == pytest.approx(weight, rel=1e-5), name
+    return expected
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.split("/")[1])
+def test_regularized_weights_are_tf1s(
+    tf1_reference_python, tf1_reference_dir, shared_fixtures, config, tmp_path
+):
     path = shared_fixtures / config
     if "inception" in config:
         # The 2.8-era OD API refuses ssd_inception_v2 without the override its base needs anyway
@@ -55,13 +69,6 @@ def test_regularized_weights_are_tf1s(
         )
         path = tmp_path / "pipeline.config"
         path.write_text(text)
-    expected = tf1_regularized(tf1_reference_python, tf1_reference_dir, path)
-    spec = ssd_spec_from_config(path)
-    ours = {
-        name: weight for name, (_, weight) in tf1_l2_weights(build_ssd_model(spec), spec).items()
-    }
-    assert sorted(ours) == sorted(expected)
-    for name, weight in expected.items():
-        assert ours[name] == pytest.approx(weight, rel=1e-5), name
+    expected = check_regularized_weights_are_tf1s(tf1_reference_python, tf1_reference_dir, path)
     if "mobilenet_v2_coco" in config:
         assert len(expected) == 59

@@ -210,6 +210,24 @@ def test_losses_follow_tf1_definitions():
     expected = ((1 - p_t) ** 2 * alpha_t * ce).sum(-1) * weights
     np.testing.assert_allclose(focal, expected, rtol=1e-4, atol=1e-6)
 
+    # encode_background_as_zeros: background anchors' target is all zeros (TF1's
+    # `_unmatched_class_label`), the background slot included; positives keep their one-hot.
+    zeros = losses_lib.classification_losses(
+        tf.constant(logits),
+        tf.constant(targets),
+        tf.constant(weights),
+        losses_lib.LossSettings(
+            classification="weighted_sigmoid_focal", encode_background_as_zeros=True
+        ),
+    ).numpy()
+    onehot[..., 0] = 0.0
+    ce = np.maximum(logits, 0) - logits * onehot + np.log1p(np.exp(-np.abs(logits)))
+    p_t = onehot * p + (1 - onehot) * (1 - p)
+    alpha_t = onehot * 0.25 + (1 - onehot) * 0.75
+    expected = ((1 - p_t) ** 2 * alpha_t * ce).sum(-1) * weights
+    np.testing.assert_allclose(zeros, expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(zeros, focal)
+
 
 # ---- input pipeline ------------------------------------------------------------------------------
 

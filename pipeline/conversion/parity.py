@@ -23,11 +23,23 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.modeling.spec import RESNET_FPN_DEPTHS
+
 # The criterion constants of issue 3.
 RELATIVE_TOLERANCE = 1e-4
 TOP_K = 50
 IOU_THRESHOLD = 0.999
 SCORE_TOLERANCE = 1e-4
+# What in the normalization and base network a difference on every level points at.
+MOBILENET_BASE_CAUSES = (
+    "normalization (x*2/255-1), the base network (BN epsilon 1e-3, relu6, SAME padding)"
+)
+RESNET_BASE_CAUSES = (
+    "normalization (channel means 123.68, 116.779, 103.939 subtracted), the ResNet v1 base "
+    "(conv2d_same root, BN epsilon 1e-5, the config's activation in the root and the units' "
+    "conv1/conv2 when override_base_feature_extractor_hyperparams, ReLU after each sum, "
+    "block outputs taken before their stride)"
+)
 
 # One image in, TF1-layout outputs out: box_encodings [N, 4], class_logits [N, C+1] and the four
 # detection outputs (batch dimension dropped, classes 1..C).
@@ -320,9 +332,11 @@ def diagnose(
     result: ImageParity,
     level_sizes: Sequence[int] = (),
     level_names: Sequence[str] = (),
+    base_causes: str = MOBILENET_BASE_CAUSES,
 ) -> list[str]:
     """Name the semantic difference that best explains a failed comparison on one image.
-    `level_names`: what each level is (e.g. the FPN layer producing it), for the notes."""
+    `level_names`: what each level is (e.g. the FPN layer producing it), for the notes;
+    `base_causes`: what in the normalization and base network could differ."""
     notes: list[str] = []
     box, cls = result.box_encodings, result.class_logits
     tf1_cls, tf2_cls = np.asarray(tf1["class_logits"]), np.asarray(tf2["class_logits"])
@@ -357,8 +371,7 @@ def diagnose(
             notes.append(
                 "raw outputs differ on every level: the shared input path differs - resize "
                 "sampling (TF1 ResizeBilinear align_corners=False, half_pixel_centers=False), "
-                "normalization (x*2/255-1), the base network (BN epsilon 1e-3, relu6, SAME "
-                "padding) or the weights' mapping"
+                f"{base_causes} or the weights' mapping"
             )
         for i, size in enumerate(level_sizes):
             start = sum(level_sizes[:i])
@@ -512,6 +525,13 @@ def _outputs_fn(tf2: Any, spec: Any, tf1_zoo_dir: Path) -> OutputsFn:
     raise TypeError(f"cannot get TF2 outputs from {type(tf2).__name__}")
 
 
+def base_causes(spec: Any) -> str:
+    """The normalization and base-network settings a difference on every level points at."""
+    if getattr(spec, "architecture", None) in RESNET_FPN_DEPTHS:
+        return RESNET_BASE_CAUSES
+    return MOBILENET_BASE_CAUSES
+
+
 def level_names(spec: Any) -> list[str]:
     """For an FPN SSD, each level's name and the TF1 layer producing it ('P3 (fpn/smoothing_1)');
     empty otherwise."""
@@ -520,7 +540,7 @@ def level_names(spec: Any) -> list[str]:
     from pipeline.modeling.decoders import fpn_level_scopes
 
     fpn = spec.feature_extractor.fpn
-    scopes = fpn_level_scopes(fpn.min_level, fpn.max_level)
+    scopes = fpn_level_scopes(spec.architecture, fpn.min_level, fpn.max_level)
     return [f"P{level} (fpn/{scopes[level]})" for level in sorted(scopes)]
 
 
@@ -575,7 +595,9 @@ def verify_conversion(
             results.append(result)
             if not result.passed and not diagnosis:
                 hint_spec = _spec_of(tf2, spec, tf1_zoo_dir)
-                notes = diagnose(tf1_out, tf2_out, result, sizes, level_names(hint_spec))
+                notes = diagnose(
+                    tf1_out, tf2_out, result, sizes, level_names(hint_spec), base_causes(hint_spec)
+                )
                 if raw_passed(result) and hint_spec is not None:
                     hint = postprocessing_hint(tf1_out, hint_spec)
                     notes += [hint] if hint else []

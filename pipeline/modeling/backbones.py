@@ -32,10 +32,10 @@ from official.modeling import hyperparams
 from official.vision.modeling.backbones import factory
 from official.vision.modeling.layers import nn_layers
 
-from pipeline.modeling import inception, quantization
+from pipeline.modeling import inception, quantization, resnet_v1
 from pipeline.modeling import mobilenet_defs as defs
 from pipeline.modeling.functional import TF1FunctionalModel
-from pipeline.modeling.spec import QUANTIZED_ARCHITECTURES
+from pipeline.modeling.spec import QUANTIZED_ARCHITECTURES, RESNET_FPN_DEPTHS
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 BACKBONE_TYPE = "tf1_ssd_mobilenet"
@@ -66,6 +66,7 @@ SCOPES = {
     "ssd_mobilenet_v1_fpn": "FeatureExtractor/MobilenetV1",
     **{architecture: "FeatureExtractor/MobilenetV3" for architecture in defs.V3_DETECTION},
     inception.ARCHITECTURE: inception.SCOPE,
+    **{name: resnet_v1.ssd_scope(depth) for name, depth in RESNET_FPN_DEPTHS.items()},
 }
 # The TF1 endpoint the SSD extra layers are stacked on (it prefixes their scope names).
 LAST_ENDPOINT = {
@@ -76,7 +77,10 @@ LAST_ENDPOINT = {
     inception.ARCHITECTURE: inception.LAST_ENDPOINT,
 }
 # Model Garden backbone type of each architecture (the rest are `tf1_ssd_mobilenet`).
-BACKBONE_TYPES = {inception.ARCHITECTURE: inception.BACKBONE_TYPE}
+BACKBONE_TYPES = {
+    inception.ARCHITECTURE: inception.BACKBONE_TYPE,
+    **{name: resnet_v1.BACKBONE_TYPE for name in RESNET_FPN_DEPTHS},
+}
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -342,6 +346,9 @@ class BackboneConfig(hyperparams.OneOfConfig):
     )
     tf1_ssd_inception_v2: inception.TF1SSDInceptionV2Config = dataclasses.field(
         default_factory=inception.TF1SSDInceptionV2Config
+    )
+    tf1_ssd_resnet_v1: resnet_v1.TF1SSDResNetV1Config = dataclasses.field(
+        default_factory=resnet_v1.TF1SSDResNetV1Config
     )
 
 

@@ -1,10 +1,10 @@
 """Assemble the Model Garden `RetinaNetModel` that reproduces a TF1 SSD, and load converted ones.
 
 The backbone and decoder come out of Model Garden's factories (`build_backbone`,
-`build_decoder`) through the `tf1_ssd_mobilenet` / `tf1_ssd_extra_layers` builders this package
-registers; the head is a `RetinaNetHead` subclass and the post-processing a
-`MultilevelDetectionGenerator` subclass with TF1 semantics. Anchors are TF1's, passed to the
-model as fixed `anchor_boxes`.
+`build_decoder`) through the builders this package registers (`tf1_ssd_mobilenet`,
+`tf1_ssd_inception_v2`, `tf1_ssd_resnet_v1`; `tf1_ssd_extra_layers`, `tf1_fpn`); the head is a
+`RetinaNetHead` subclass and the post-processing a `MultilevelDetectionGenerator` subclass
+with TF1 semantics. Anchors are TF1's, passed to the model as fixed `anchor_boxes`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from official.vision.modeling.retinanet_model import RetinaNetModel
 
 from pipeline.errors import PipelineError
 from pipeline.modeling import anchors as anchor_lib
-from pipeline.modeling import inception
+from pipeline.modeling import inception, resnet_v1
 from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
 from pipeline.modeling.decoders import (
     FPN_DECODER_TYPE,
@@ -37,7 +37,7 @@ from pipeline.modeling.faster_rcnn.spec import FAMILY as FASTER_RCNN
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
 from pipeline.modeling.heads import SSDHead, WeightSharedHead
 from pipeline.modeling.postprocess import TF1DetectionGenerator
-from pipeline.modeling.spec import SUPPORTED_ARCHITECTURES, SSDSpec
+from pipeline.modeling.spec import RESNET_FPN_DEPTHS, SUPPORTED_ARCHITECTURES, SSDSpec
 
 # Files of a converted model directory (see pipeline.conversion).
 CHECKPOINT_DIR = "checkpoint"
@@ -85,7 +85,19 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
     base_activation = extractor.activation if override and takes_activation else "relu6"
     base_scale = extractor.batch_norm_scale if override else True
     base_center = extractor.batch_norm_center if override else True
-    if inception_base:
+    if spec.architecture in RESNET_FPN_DEPTHS:
+        # resnet_arg_scope's ReLU, or the overriding conv_hyperparams' activation (its BatchNorm
+        # stays resnet's: see pipeline.modeling.resnet_v1).
+        backbone = BackboneConfig(
+            type=resnet_v1.BACKBONE_TYPE,
+            tf1_ssd_resnet_v1=resnet_v1.TF1SSDResNetV1Config(
+                depth=RESNET_FPN_DEPTHS[spec.architecture],
+                depth_multiplier=extractor.depth_multiplier,
+                min_depth=extractor.min_depth,
+                activation=extractor.activation if override else "relu",
+            ),
+        )
+    elif inception_base:
         backbone = BackboneConfig(
             type=inception.BACKBONE_TYPE,
             tf1_ssd_inception_v2=inception.TF1SSDInceptionV2Config(

@@ -30,6 +30,7 @@ from pipeline.modeling import quantization
 from pipeline.modeling.backbones import LAST_ENDPOINT, SCOPES
 from pipeline.modeling.functional import TF1FunctionalModel
 from pipeline.modeling.mobilenet_defs import SSD_LAYER_DEPTHS, floor_depth
+from pipeline.modeling.spec import RESNET_FPN_DEPTHS
 from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 DECODER_TYPE = "tf1_ssd_extra_layers"
@@ -122,15 +123,19 @@ class SSDExtraLayers(TF1FunctionalModel):
         self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 
 
-def fpn_level_scopes(min_level: int, max_level: int) -> dict[int, str]:
+def fpn_level_scopes(architecture: str, min_level: int, max_level: int) -> dict[int, str]:
     """The TF1 layer (under `.../fpn/`) whose output is each FPN level: `smoothing_N` below the
-    coarsest backbone level (5 at most), `projection_N` at it, `bottom_up_Conv2d_M` above."""
+    coarsest backbone level (5 at most), `projection_N` at it, and above it the stride-2 convs:
+    MobileNet v1's `bottom_up_Conv2d_14, 15, ...`, ResNet's `bottom_up_block5, 6, ...`."""
     base_max = min(max_level, 5)
     num_levels = base_max - min_level + 1
     scopes = {level: f"smoothing_{level - min_level + 1}" for level in range(min_level, base_max)}
     scopes[base_max] = f"projection_{num_levels}"
     for level in range(base_max + 1, max_level + 1):
-        scopes[level] = f"bottom_up_Conv2d_{level - base_max + 13}"
+        if architecture in RESNET_FPN_DEPTHS:
+            scopes[level] = f"bottom_up_block{level - 1}"
+        else:
+            scopes[level] = f"bottom_up_Conv2d_{level - base_max + 13}"
     return scopes
 
 
@@ -139,12 +144,14 @@ class TF1FPN(TF1FunctionalModel):
     """TF1 `fpn_top_down_feature_maps` plus the FPN feature extractors' stride-2 convs above
     level 5: {'2'..'5' backbone maps} -> {str(min_level), ..., str(max_level)}.
 
-    Exactly as SSDMobileNetV1FpnFeatureExtractor builds it: a 1x1 `projection_N` (bias, no
+    Exactly as SSDMobileNetV1FpnFeatureExtractor and SSDResnetV1FpnFeatureExtractor build it,
+    under the config's conv_hyperparams: a 1x1 `projection_N` (bias, no
     BatchNorm, no activation) of every input level; top-down, the coarser result is upsampled
     2x by nearest neighbour and added to the next projection, then a 3x3 `smoothing_N` conv with
     BatchNorm and the config's activation; the coarsest input level is the bare projection (no
     smoothing). Levels above 5 are 3x3 stride-2 convs with BatchNorm + activation
-    (`bottom_up_Conv2d_14`, ...) on the previous one, starting from that bare projection.
+    (`bottom_up_Conv2d_14`, ... / `bottom_up_block5`, ...) on the previous one, starting from
+    that bare projection.
     Model Garden's own FPN differs (no bias-only projection output, P6/P7 from the backbone), so
     the layers are Model Garden's `Conv2DBNBlock` and Keras convs in TF1's arrangement.
     """
@@ -201,7 +208,7 @@ class TF1FPN(TF1FunctionalModel):
             layout.add(f"{scope}/projection_{index}", "conv_bias", conv)
             return conv(inputs[str(level)])
 
-        level_scopes = fpn_level_scopes(min_level, max_level)
+        level_scopes = fpn_level_scopes(architecture, min_level, max_level)
         outputs: dict[str, tf.Tensor] = {}
         top_down = projection(num_levels, base_levels[-1])
         outputs[str(base_levels[-1])] = top_down

@@ -1,4 +1,5 @@
-"""TF1 SSD MobileNet input preprocessing: legacy resize, then x * 2/255 - 1.
+"""TF1 SSD input preprocessing: legacy resize, then the feature extractor's normalisation
+(MobileNet / Inception: x * 2/255 - 1; ResNet: slim's channel means subtracted).
 
 TF1's `fixed_shape_resizer` calls `tf.image.resize_images(..., align_corners=False)`, i.e. the
 `ResizeBilinear` kernel *without* half-pixel centers. TF2's `tf.image.resize` uses half-pixel
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from pipeline.modeling.spec import SSDSpec
+from pipeline.modeling.spec import RESNET_FPN_DEPTHS, SSDSpec
+
+# The ResNet v1 feature extractors' preprocessing (VGG channel means, subtracted from 0..255 RGB).
+RESNET_CHANNEL_MEANS = (123.68, 116.779, 103.939)
 
 _RESIZE_OPS = {
     "BILINEAR": tf.raw_ops.ResizeBilinear,
@@ -36,8 +40,16 @@ def resize_tf1(
     return tf.cast(resized, tf.float32)
 
 
+def subtract_channel_means(resized: tf.Tensor) -> tf.Tensor:
+    """The ResNet v1 feature extractors' preprocess (SSD FPN and Faster R-CNN): RGB 0..255 minus
+    slim's VGG channel means."""
+    return resized - tf.constant([[RESNET_CHANNEL_MEANS]], tf.float32)
+
+
 def preprocess(images_uint8: tf.Tensor, spec: SSDSpec) -> tf.Tensor:
     """uint8 (or float 0..255) [N, H, W, 3] -> the float32 [N, h, w, 3] the model takes."""
     resized = resize_tf1(images_uint8, spec.image_size, spec.resize_method)
-    # The MobileNet feature extractors' preprocess: (2.0 / 255.0) * x - 1.0.
+    if spec.architecture in RESNET_FPN_DEPTHS:
+        return subtract_channel_means(resized)
+    # The MobileNet / Inception feature extractors' preprocess: (2.0 / 255.0) * x - 1.0.
     return (2.0 / 255.0) * resized - 1.0

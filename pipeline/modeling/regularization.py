@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.modeling.spec import SSDSpec
+from pipeline.modeling import resnet_v1
+from pipeline.modeling.spec import RESNET_FPN_DEPTHS, SSDSpec
 from pipeline.modeling.tf1_layout import LayerRecord, model_records
 
 _KERNEL_LEAVES = ("weights", "depthwise_weights", "pointwise_weights")
 # (weight decay, depthwise kernels regularized?) of the slim arg scope each OD API SSD feature
 # extractor builds its base network under: the nets' defaults, since the extractors pass none.
 # mobilenet_v1_arg_scope(regularize_depthwise=True); mobilenet_v2/v3 `training_scope` sets
-# separable_conv2d's regularizer to None. ssd_inception_v2 has no base arg scope (TF1 requires
+# separable_conv2d's regularizer to None; resnet_arg_scope(weight_decay=0.0001) for the ResNet
+# FPNs (no depthwise kernels). ssd_inception_v2 has no base arg scope (TF1 requires
 # override_base_feature_extractor_hyperparams), so the config's hyperparameters apply there.
 BASE_ARG_SCOPES = {
     "ssd_mobilenet_v1": (0.00004, True),
@@ -28,6 +30,7 @@ BASE_ARG_SCOPES = {
     "ssd_mobilenet_v2": (0.00004, False),
     "ssd_mobilenet_v3_large": (0.00004, False),
     "ssd_mobilenet_v3_small": (0.00004, False),
+    **{name: (resnet_v1.WEIGHT_DECAY, True) for name in RESNET_FPN_DEPTHS},
 }
 CONFIG_HYPERPARAMS_BASES = ("ssd_inception_v2",)
 

@@ -24,10 +24,20 @@ SUPPORTED_ARCHITECTURES = (
     "ssd_mobilenet_v3_small",
     "ssd_inception_v2",
     "ssd_mobilenet_v1_fpn",
+    "ssd_resnet50_v1_fpn",
+    "ssd_resnet101_v1_fpn",
+    "ssd_resnet152_v1_fpn",
 )
+# feature_extractor.type -> ResNet v1 depth of the RetinaNets (SSDResnet{50,101,152}V1Fpn).
+RESNET_FPN_DEPTHS = {f"ssd_resnet{depth}_v1_fpn": depth for depth in (50, 101, 152)}
 # Architectures whose feature maps come from a TF1 FPN (`fpn_top_down_feature_maps`) and whose
-# box predictor is the weight-shared one.
-FPN_ARCHITECTURES = ("ssd_mobilenet_v1_fpn",)
+# box predictor is the weight-shared one (RetinaNet: the ResNet ones).
+FPN_ARCHITECTURES = (
+    "ssd_mobilenet_v1_fpn",
+    "ssd_resnet50_v1_fpn",
+    "ssd_resnet101_v1_fpn",
+    "ssd_resnet152_v1_fpn",
+)
 # Architectures whose TF1 quantized graphs (`graph_rewriter { quantization {} }`, built by
 # tf.contrib.quantize) are reproduced (pipeline.modeling.quantization).
 QUANTIZED_ARCHITECTURES = ("ssd_mobilenet_v1", "ssd_mobilenet_v2")

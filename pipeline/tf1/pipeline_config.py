@@ -19,6 +19,7 @@ from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as FASTER
 from pipeline.modeling.spec import (
     FPN_ARCHITECTURES,
     QUANTIZED_ARCHITECTURES,
+    RESNET_FPN_DEPTHS,
     SUPPORTED_ARCHITECTURES,
     AnchorSpec,
     BoxCoderSpec,
@@ -216,8 +217,13 @@ class _Translator:
                 f"{field}.pad_to_multiple", f"is {extractor.pad_to_multiple}", "set it to 1"
             )
         fpn = None
+        use_depthwise = bool(extractor.use_depthwise)
         if extractor.type in FPN_ARCHITECTURES:
             fpn = self.fpn(extractor, field)
+            if extractor.type in RESNET_FPN_DEPTHS:
+                self.check_resnet_base(extractor, field)
+                # SSDResnetV1FpnFeatureExtractor takes use_depthwise and builds nothing depthwise.
+                use_depthwise = False
         elif extractor.HasField("fpn"):
             raise self.fail(
                 f"{field}.fpn",
@@ -233,7 +239,7 @@ class _Translator:
             type=extractor.type,
             depth_multiplier=float(extractor.depth_multiplier),
             min_depth=int(extractor.min_depth),
-            use_depthwise=bool(extractor.use_depthwise),
+            use_depthwise=use_depthwise,
             override_base_feature_extractor_hyperparams=bool(
                 extractor.override_base_feature_extractor_hyperparams
             ),
@@ -242,9 +248,10 @@ class _Translator:
         )
 
     def fpn(self, extractor: Any, field: str) -> FPNSpec:
-        """TF1 `SSDMobileNetV1FpnFeatureExtractor`: taps Conv2d_{3,5,11,13}_pointwise for levels
-        2..5, top-down FPN, stride-2 convs above level 5."""
-        if extractor.use_depthwise:
+        """TF1 `SSDMobileNetV1FpnFeatureExtractor` (taps Conv2d_{3,5,11,13}_pointwise for levels
+        2..5) or `SSDResnetV1FpnFeatureExtractor` (block1..block4): top-down FPN, stride-2 convs
+        above level 5."""
+        if extractor.use_depthwise and extractor.type not in RESNET_FPN_DEPTHS:
             raise self.fail(
                 f"{field}.use_depthwise", "is true", "only FPNs of plain 3x3 convs are supported"
             )
@@ -260,6 +267,24 @@ class _Translator:
             max_level=int(fpn.max_level),
             additional_layer_depth=int(fpn.additional_layer_depth),
         )
+
+    def check_resnet_base(self, extractor: Any, field: str) -> None:
+        """What the ResNet base can take from an overriding conv_hyperparams (`resnet_v1`)."""
+        if not extractor.override_base_feature_extractor_hyperparams:
+            return
+        hyper = extractor.conv_hyperparams
+        if hyper.WhichOneof("normalizer_oneof") != "batch_norm":
+            raise self.fail(
+                f"{field}.conv_hyperparams",
+                "has no batch_norm while override_base_feature_extractor_hyperparams is true",
+                "a ResNet base without BatchNorm is not supported; add batch_norm",
+            )
+        if not hyper.batch_norm.center:
+            raise self.fail(
+                f"{field}.conv_hyperparams.batch_norm.center",
+                "is false while override_base_feature_extractor_hyperparams is true",
+                "only a ResNet base with BatchNorm center is supported",
+            )
 
     def hyperparams(self, hyper: Any, field: str) -> dict[str, Any]:
         if hyper.WhichOneof("normalizer_oneof") == "group_norm":

@@ -51,6 +51,9 @@ class LossSettings:
     normalize_loss_by_num_matches: bool = True
     normalize_loc_loss_by_codesize: bool = False
     add_background_class: bool = True  # logits carry a background slot at index 0
+    # TF1 `encode_background_as_zeros`: unmatched anchors' target is all zeros, the background
+    # slot included (ssd_meta_arch's `_unmatched_class_label`); else one-hot on slot 0.
+    encode_background_as_zeros: bool = False
     logit_scale: float = 1.0  # weighted_softmax only
 
 
@@ -59,8 +62,11 @@ def classification_losses(
 ) -> tf.Tensor:
     """Per-anchor classification loss [B, N] (summed over the K+1 classes, weighted)."""
     num_logits = logits.shape[-1]
-    # Without a background slot (encode_background_as_zeros) background is the all-zero target.
+    # Without a background slot, or with encode_background_as_zeros, background is the all-zero
+    # target (one_hot of -1).
     index = cls_targets if settings.add_background_class else cls_targets - 1
+    if settings.encode_background_as_zeros:
+        index = tf.where(cls_targets > 0, index, -1)
     onehot = tf.one_hot(index, num_logits, dtype=tf.float32)
     if settings.classification == "weighted_sigmoid":
         per_entry = tf.nn.sigmoid_cross_entropy_with_logits(labels=onehot, logits=logits)

@@ -59,5 +59,6 @@ def loss_settings(spec: Any) -> LossSettings:
         normalize_loss_by_num_matches=bool(t.normalize_loss_by_num_matches),
         normalize_loc_loss_by_codesize=bool(t.normalize_loc_loss_by_codesize),
         add_background_class=bool(spec.add_background_class),
+        encode_background_as_zeros=bool(t.encode_background_as_zeros),
         logit_scale=float(spec.post_processing.logit_scale),
     )

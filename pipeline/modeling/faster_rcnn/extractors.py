@@ -15,10 +15,8 @@ import tensorflow as tf
 
 from pipeline.modeling.faster_rcnn import inception_resnet_v2, inception_v2, resnet_v1
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
+from pipeline.modeling.preprocessing import subtract_channel_means
 from pipeline.modeling.tf1_layout import TF1Layout
-
-# Slim's `resnet_v1` preprocessing, `FasterRCNNResnetV1FeatureExtractor.preprocess`.
-RESNET_CHANNEL_MEANS = (123.68, 116.779, 103.939)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +106,7 @@ INCEPTION_V2 = FeatureExtractor(
 RESNET_V1 = FeatureExtractor(
     backbone_config=_resnet_backbone,
     second_stage=_resnet_second_stage,
-    normalize=lambda resized: resized - tf.constant([[RESNET_CHANNEL_MEANS]], tf.float32),
+    normalize=subtract_channel_means,
     first_stage_scope=lambda spec: resnet_v1.first_stage_scope(_resnet_depth(spec)),
     first_stage_causes="channel-mean subtraction, the ResNet v1 first stage (conv2d_same "
     "padding, stride on the last unit of block1/2, BN epsilon 1e-5)",
