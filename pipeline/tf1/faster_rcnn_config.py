@@ -15,6 +15,7 @@ from pipeline.modeling.faster_rcnn.spec import (
     BATCH_NORM_EPSILON,
     SUPPORTED_ARCHITECTURES,
     FasterRCNNSpec,
+    FasterRCNNTrainingSpec,
     GridAnchorSpec,
     NMSSpec,
 )
@@ -113,6 +114,29 @@ class _Translator(pipeline_config._Translator):
             second_stage_score_converter=converter,
             second_stage_logit_scale=float(post.logit_scale),
             box_coder=BoxCoderSpec(),
+            training=self.training(fr),
+        )
+
+    def training(self, fr: Any) -> FasterRCNNTrainingSpec:
+        """The loss and sampling fields (checked by fine-tuning, not by conversion)."""
+        loss = fr.second_stage_classification_loss
+        kind = loss.WhichOneof("classification_loss") or "weighted_softmax"
+        logit_scale = loss.weighted_softmax.logit_scale if kind == "weighted_softmax" else 1.0
+        return FasterRCNNTrainingSpec(
+            first_stage_minibatch_size=int(fr.first_stage_minibatch_size),
+            first_stage_positive_balance_fraction=float(fr.first_stage_positive_balance_fraction),
+            first_stage_localization_loss_weight=float(fr.first_stage_localization_loss_weight),
+            first_stage_objectness_loss_weight=float(fr.first_stage_objectness_loss_weight),
+            second_stage_batch_size=int(fr.second_stage_batch_size),
+            second_stage_balance_fraction=float(fr.second_stage_balance_fraction),
+            second_stage_localization_loss_weight=float(fr.second_stage_localization_loss_weight),
+            second_stage_classification_loss_weight=float(
+                fr.second_stage_classification_loss_weight
+            ),
+            second_stage_classification_loss=kind,
+            second_stage_classification_logit_scale=float(logit_scale),
+            hard_example_miner=fr.HasField("hard_example_miner"),
+            use_static_balanced_label_sampler=bool(fr.use_static_balanced_label_sampler),
         )
 
     def check_architecture(self, fr: Any) -> None:

@@ -1,0 +1,104 @@
+"""Fine-tuning converted Faster R-CNN models (issue 10): TF1's two-stage training losses, term by
+term, against the TF1 OD API's own training graph; the stateless balanced sampler."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).parent / "tf1_scripts"
+ZOO = "faster_rcnn_inception_v2_coco_2018_01_28"
+BATCH = 2
+SIZE = 256
+# Sampling made deterministic on both sides: every non-ignored anchor and every proposal is
+# sampled (the minibatches exceed the candidates; all proposals may be positives).
+DETERMINISTIC_SAMPLING = (
+    ("first_stage_max_proposals: 100", "first_stage_max_proposals: 100\n"
+     "    first_stage_minibatch_size: 100000\n    second_stage_batch_size: 100\n"
+     "    second_stage_balance_fraction: 1.0"),
+    ("min_dimension: 600", f"min_dimension: {SIZE}"),
+    ("max_dimension: 1024", "max_dimension: 320"),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def training_config(tf1_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    text = (tf1_zoo_dir / ZOO / "pipeline.config").read_text()
+    for old, new in DETERMINISTIC_SAMPLING:
+        assert old in text, f"{ZOO}/pipeline.config has no `{old}`"
+        text = text.replace(old, new)
+    path = tmp_path_factory.mktemp("frcnn_train") / f"{ZOO}.config"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def batch(tf1_reference_python, tf1_reference_dir, coco_tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("batch") / "batch.npz"
+    subprocess.run(
+        [str(tf1_reference_python), str(tf1_reference_dir / "make_batch.py"), str(coco_tiny),
+         "train2017", str(out), "--batch", str(BATCH), "--size", str(SIZE)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def _tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[str, float]:
+    result = subprocess.run(
+        [str(python), str(SCRIPTS / "initial_losses.py"), str(reference),
+         str(zoo / "pipeline.config"), str(zoo / "model.ckpt"), str(batch)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _tf2_losses(converted: Path, batch: Path) -> dict[str, float]:
+    import tensorflow as tf
+
+    from pipeline.modeling.builder import load_converted
+    from pipeline.modeling.faster_rcnn.model import preprocess
+    from pipeline.training.faster_rcnn.losses import (
+        GroundTruth,
+        training_losses,
+        two_stage_loss_settings,
+    )
+    from pipeline.training.freezing import freeze_batch_norm
+
+    model, spec = load_converted(converted)
+    freeze_batch_norm(model)  # TF1: feature_extractor.batch_norm_trainable false
+    data = np.load(batch)
+    images, image_shape = preprocess(tf.constant(data["images"]), spec)
+    truth = GroundTruth(
+        tf.constant(data["boxes"]), tf.constant(data["classes"]),
+        tf.constant(data["num_boxes"]), image_shape,
+    )  # fmt: skip
+    losses = training_losses(
+        model, images, truth, two_stage_loss_settings(spec), tf.constant([0, 0], tf.int64)
+    )
+    return {k: np.asarray(v).tolist() for k, v in losses.items()}
+
+
+@pytest.mark.slow
+def test_two_stage_losses_equal_the_tf1_od_apis(
+    tf1_reference_python, tf1_reference_dir, tf1_reference_export, training_config, batch, tmp_path
+):
+    from pipeline.conversion.convert import convert
+
+    zoo = tf1_reference_export(training_config)
+    convert(zoo, tmp_path / "tf2", progress=False)
+    tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, zoo, batch)
+    tf2 = _tf2_losses(tmp_path / "tf2", batch)
+    print(json.dumps({"tf1": tf1, "tf2": tf2}, indent=1))
+    for ours, theirs in (
+        ("rpn_box_loss", "Loss/RPNLoss/localization_loss"),
+        ("rpn_objectness_loss", "Loss/RPNLoss/objectness_loss"),
+        ("box_loss", "Loss/BoxClassifierLoss/localization_loss"),
+        ("cls_loss", "Loss/BoxClassifierLoss/classification_loss"),
+    ):
+        assert tf2[ours] == pytest.approx(tf1[theirs], rel=1e-4), ours
+        assert tf1[theirs] > 0.0, theirs
