@@ -37,6 +37,11 @@ def is_faster_rcnn(config: Any) -> bool:
     return config.model.WhichOneof("model") == "faster_rcnn"
 
 
+def _regularizer_weight(hyperparams: Any) -> float:
+    kind = hyperparams.regularizer.WhichOneof("regularizer_oneof")
+    return float(getattr(hyperparams.regularizer, kind).weight) if kind else 0.0
+
+
 def faster_rcnn_spec_from_config(
     config_or_path: Any | str | os.PathLike[str],
     source: str | None = None,
@@ -120,6 +125,7 @@ class _Translator(pipeline_config._Translator):
     def training(self, fr: Any) -> FasterRCNNTrainingSpec:
         """The loss and sampling fields (checked by fine-tuning, not by conversion)."""
         loss = fr.second_stage_classification_loss
+        predictor = fr.second_stage_box_predictor.mask_rcnn_box_predictor
         kind = loss.WhichOneof("classification_loss") or "weighted_softmax"
         logit_scale = loss.weighted_softmax.logit_scale if kind == "weighted_softmax" else 1.0
         return FasterRCNNTrainingSpec(
@@ -137,6 +143,21 @@ class _Translator(pipeline_config._Translator):
             second_stage_classification_logit_scale=float(logit_scale),
             hard_example_miner=fr.HasField("hard_example_miner"),
             use_static_balanced_label_sampler=bool(fr.use_static_balanced_label_sampler),
+            second_stage_dropout=bool(predictor.use_dropout),
+            regularized_fields=tuple(
+                f"{_FR}.{name}"
+                for name, hyperparams in (
+                    (
+                        "first_stage_box_predictor_conv_hyperparams",
+                        fr.first_stage_box_predictor_conv_hyperparams,
+                    ),
+                    (
+                        "second_stage_box_predictor.mask_rcnn_box_predictor.fc_hyperparams",
+                        predictor.fc_hyperparams,
+                    ),
+                )
+                if _regularizer_weight(hyperparams) != 0.0
+            ),
         )
 
     def check_architecture(self, fr: Any) -> None:

@@ -83,6 +83,9 @@ class FasterRCNNTrainingSpec:
     second_stage_classification_logit_scale: float = 1.0
     hard_example_miner: bool = False
     use_static_balanced_label_sampler: bool = False
+    second_stage_dropout: bool = False  # mask_rcnn_box_predictor.use_dropout
+    # Config fields whose L2 (or L1) regularizer has a non-zero weight.
+    regularized_fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -446,6 +446,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     },
     "MaskRCNNBoxPredictor": {
         "fields": [
+            ("fc_hyperparams", 1, "Hyperparams"),
             ("use_dropout", 2, "bool", False),
             ("dropout_keep_probability", 3, "float", 0.5),
             ("box_code_size", 4, "int32", 4),

@@ -88,6 +88,11 @@ def two_stage_loss_settings(spec: FasterRCNNSpec) -> TwoStageLossSettings:
             f"{field}.use_static_balanced_label_sampler is true; fine-tuning supports the "
             "dynamic sampler only"
         )
+    if t.second_stage_dropout:
+        raise PipelineError(
+            f"{field}.second_stage_box_predictor.mask_rcnn_box_predictor.use_dropout is true; "
+            "fine-tuning supports use_dropout: false"
+        )
     if t.second_stage_batch_size > spec.max_proposals:
         raise PipelineError(
             f"{field}.second_stage_batch_size ({t.second_stage_batch_size}) exceeds "
@@ -142,12 +147,13 @@ def prune_outside(anchors: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf
     return tf.where(inside)[:, 0]
 
 
-def _image_seeds(seed: tf.Tensor, batch: tf.Tensor, stage: int) -> tf.Tensor:
-    """[B, 2] stateless seeds, one per image of the batch for one sampling stage."""
+def _image_seeds(seed: tf.Tensor, batch: tf.Tensor, stage: int, first_image: Any = 0) -> tf.Tensor:
+    """[B, 2] stateless seeds for one sampling stage, one per image: images are numbered in the
+    global batch (this replica's first is `first_image`)."""
     stage_seed = tf.random.experimental.stateless_fold_in(seed, stage)
     return tf.map_fn(
         lambda i: tf.random.experimental.stateless_fold_in(stage_seed, i),
-        tf.range(batch),
+        tf.range(batch) + first_image,
         fn_output_signature=tf.TensorSpec([2], stage_seed.dtype),
     )
 
@@ -160,12 +166,13 @@ def rpn_losses(
     settings: TwoStageLossSettings,
     seed: tf.Tensor,
     batch_size: tf.Tensor | None = None,
+    first_image: Any = 0,
 ) -> dict[str, tf.Tensor]:
     """TF1 `_loss_rpn`: logits [B, N, 2], encodings [B, N, 4] of the (pruned) anchors [N, 4].
 
     `batch_size` is the global batch (TF1 averages over it); it defaults to this batch's."""
     batch = tf.shape(logits)[0]
-    seeds = _image_seeds(seed, batch, 1)
+    seeds = _image_seeds(seed, batch, 1, first_image)
     assigner = TF1TargetAssigner(anchors, PROPOSAL_MATCHER, settings.box_coder_scales)
 
     def one_image(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -215,13 +222,14 @@ def sample_proposals(
     truth: GroundTruth,
     settings: TwoStageLossSettings,
     seed: tf.Tensor,
+    first_image: Any = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """TF1 `_sample_box_classifier_batch`: absolute proposals [B, P, 4] (NMS order, zero-padded,
     `num_proposals` [B] valid) -> sampled proposals [B, S, 4] in NMS order, zero-padded, and
     their count [B] (S = second_stage_batch_size)."""
     size = settings.second_stage_batch_size
     batch = tf.shape(proposals)[0]
-    seeds = _image_seeds(seed, batch, 2)
+    seeds = _image_seeds(seed, batch, 2, first_image)
 
     def one_image(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         boxes, classes = truth.image(index)
@@ -304,11 +312,13 @@ def training_losses(
     seed: tf.Tensor,
     training: bool = True,
     batch_size: tf.Tensor | None = None,
+    first_image: Any = 0,
 ) -> dict[str, Any]:
     """The TF1 training-mode forward pass and its four losses.
 
     images: preprocessed [B, H, W, 3] (H, W the batch's padded size); seed: [2] int stateless
-    seed of this step. Returns the losses and `num_proposals` [B] (sampled proposals)."""
+    seed of this step; batch_size / first_image: the global batch size and this replica's first
+    image in it. Returns the losses and `num_proposals` [B] (sampled proposals)."""
     features = model.backbone(images, training=training)
     features = {FEATURE_LEVEL: features[FEATURE_LEVEL]}
     rpn_scores, rpn_boxes = model.rpn_head(features, training=training)
@@ -321,13 +331,15 @@ def training_losses(
     anchors = tf.gather(anchors, keep)
     logits = tf.gather(logits, keep, axis=1)
     encodings = tf.gather(encodings, keep, axis=1)
-    losses = rpn_losses(logits, encodings, anchors, truth, settings, seed, batch_size)
+    losses = rpn_losses(logits, encodings, anchors, truth, settings, seed, batch_size, first_image)
 
     proposals, _, num_valid = model.roi_generator.absolute_proposals(
         encodings, logits, anchors, truth.image_shape
     )
     proposals = tf.stop_gradient(proposals)
-    sampled, num_sampled = sample_proposals(proposals, num_valid, truth, settings, seed)
+    sampled, num_sampled = sample_proposals(
+        proposals, num_valid, truth, settings, seed, first_image
+    )
     padded_shape = tf.tile(tf.shape(images)[None, 1:3], [batch, 1])
     normalized = normalize_boxes(sampled, padded_shape)
     roi_features = model.roi_aligner(features, normalized)
