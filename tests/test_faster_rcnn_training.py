@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.tf1.faster_rcnn_config import faster_rcnn_spec_from_config as faster_rcnn_spec
+
 SCRIPTS = Path(__file__).parent / "tf1_scripts"
 ZOO = "faster_rcnn_inception_v2_coco_2018_01_28"
 BATCH = 2
@@ -102,3 +104,98 @@ def test_two_stage_losses_equal_the_tf1_od_apis(
     ):
         assert tf2[ours] == pytest.approx(tf1[theirs], rel=1e-4), ours
         assert tf1[theirs] > 0.0, theirs
+
+
+def test_balanced_sampler_counts_and_seeding() -> None:
+    import tensorflow as tf
+
+    from pipeline.training.faster_rcnn.sampling import balanced_sample
+
+    rng = np.random.default_rng(0)
+    labels = tf.constant(rng.random(500) < 0.1)
+    indicator = tf.constant(rng.random(500) < 0.8)
+    candidates_pos = int(tf.reduce_sum(tf.cast(labels & indicator, tf.int32)))
+    draws = []
+    for seed in range(6):
+        sample = balanced_sample(indicator, labels, 64, 0.25, tf.constant([seed, 7], tf.int64))
+        sampled = np.asarray(sample)
+        assert not np.any(sampled & ~np.asarray(indicator))
+        positives = int(np.sum(sampled & np.asarray(labels)))
+        assert positives == min(16, candidates_pos) and sampled.sum() == 64
+        again = balanced_sample(indicator, labels, 64, 0.25, tf.constant([seed, 7], tf.int64))
+        np.testing.assert_array_equal(np.asarray(again), sampled)
+        draws.append(sampled)
+    assert len({d.tobytes() for d in draws}) == 6
+    # Fewer positives than the quota: negatives fill the batch; fewer candidates than the batch:
+    # every candidate.
+    few = tf.constant([True, False] * 10)
+    sample = balanced_sample(tf.ones([20], tf.bool), few, 16, 0.5, tf.constant([1, 2], tf.int64))
+    assert int(np.sum(np.asarray(sample) & np.asarray(few))) == 8 and np.sum(sample) == 16
+    sample = balanced_sample(tf.ones([20], tf.bool), few, 64, 0.5, tf.constant([1, 2], tf.int64))
+    assert np.all(np.asarray(sample))
+
+
+def test_zoo_config_training_fields(tf1_zoo_dir: Path) -> None:
+    from pipeline.training.faster_rcnn.losses import two_stage_loss_settings
+
+    spec = faster_rcnn_spec(tf1_zoo_dir / ZOO / "pipeline.config")
+    settings = two_stage_loss_settings(spec)
+    assert (settings.first_stage_minibatch_size, settings.first_stage_positive_fraction) == (
+        256,
+        0.5,
+    )
+    assert (settings.second_stage_batch_size, settings.second_stage_positive_fraction) == (64, 0.25)
+    assert settings.first_stage_localization_weight == 2.0
+    assert settings.second_stage_localization_weight == 2.0
+    assert settings.second_stage_classification_weight == 1.0
+    assert spec.training.regularized_fields == ()
+
+
+@pytest.mark.parametrize(
+    ("addition", "message"),
+    [
+        ("hard_example_miner { num_hard_examples: 64 }", "hard_example_miner is set"),
+        (
+            "second_stage_classification_loss { weighted_sigmoid { } }",
+            "second_stage_classification_loss is weighted_sigmoid",
+        ),
+        ("use_static_balanced_label_sampler: true", "use_static_balanced_label_sampler is true"),
+        ("second_stage_batch_size: 200", r"second_stage_batch_size \(200\) exceeds"),
+    ],
+)
+def test_unsupported_training_fields_are_refused_in_one_line(
+    tf1_zoo_dir: Path, tmp_path: Path, addition: str, message: str
+) -> None:
+    from pipeline.errors import PipelineError
+    from pipeline.training.faster_rcnn.losses import two_stage_loss_settings
+
+    text = (tf1_zoo_dir / ZOO / "pipeline.config").read_text()
+    text = text.replace(
+        "first_stage_max_proposals: 100", f"first_stage_max_proposals: 100\n{addition}"
+    )
+    path = tmp_path / "pipeline.config"
+    path.write_text(text)
+    spec = faster_rcnn_spec(path)  # conversion does not care
+    with pytest.raises(PipelineError, match=message) as caught:
+        two_stage_loss_settings(spec)
+    assert "\n" not in str(caught.value)
+
+
+def test_freeze_choices_resolve_per_family() -> None:
+    from omegaconf import OmegaConf
+
+    from pipeline.errors import PipelineError
+    from pipeline.training.config import freeze_selection
+
+    backbone = OmegaConf.load("conf/train/freeze/backbone.yaml")
+    assert freeze_selection(backbone, "ssd")["patterns"] == []
+    two_stage = freeze_selection(backbone, "faster_rcnn")
+    assert two_stage["modules"] == ["backbone"]
+    assert two_stage["patterns"] == ["^detection_head/0/extractor/"]
+    for name, family in (("backbone_and_extras", "faster_rcnn"), ("first_stage", "ssd")):
+        conf = OmegaConf.load(f"conf/train/freeze/{name}.yaml")
+        with pytest.raises(PipelineError, match=f"'{name}' does not apply to {family} models"):
+            freeze_selection(conf, family)
+    bad = OmegaConf.create({"name": "x", "faster_rcnn": {"modulez": []}})
+    with pytest.raises(PipelineError, match=r"train.freeze.faster_rcnn has unknown keys"):
+        freeze_selection(bad, "faster_rcnn")

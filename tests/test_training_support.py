@@ -163,14 +163,22 @@ def check_freezing_and_finetune(converted: Path, coco_dir: Path, out: Path, num_
     from omegaconf import OmegaConf
 
     from pipeline.modeling import load_converted
+    from pipeline.training.config import freeze_selection
     from pipeline.training.finetune import finetune
     from pipeline.training.freezing import FreezeSettings, plan_freezing
 
-    model, _ = load_converted(converted)
+    model, spec = load_converted(converted)
+    family = getattr(spec, "family", "ssd")
     for path in sorted(Path("conf/train/freeze").glob("*.yaml")):
         conf = OmegaConf.load(path)
+        if family not in conf.get("families", [family]):
+            continue  # refused in one line (tests/test_faster_rcnn_finetune.py)
+        selection = freeze_selection(conf, family)
         settings = FreezeSettings(
-            conf.name, tuple(conf.modules), tuple(conf.patterns), tuple(conf.trainable_patterns)
+            conf.name,
+            tuple(selection["modules"]),
+            tuple(selection["patterns"]),
+            tuple(selection["trainable_patterns"]),
         )
         plan = plan_freezing(model, settings)
         assert plan.trained_paths, path.name

@@ -47,8 +47,7 @@ class FasterRCNNFinetuneTask(FinetuneTask):
         super().__init__(params, logging_dir=logging_dir, name=name)
         if not isinstance(self.spec, FasterRCNNSpec):
             raise PipelineError(
-                f"{params.converted_dir}: a converted {self.spec.family} model is not a "
-                "Faster R-CNN"
+                f"{params.converted_dir}: a converted SSD model is not a Faster R-CNN"
             )
         self.settings = two_stage_loss_settings(self.spec)
         regularized = self.spec.training.regularized_fields
