@@ -27,8 +27,8 @@ from pipeline.tf1.pipeline_config import enum_name, load_config
 SUPPORTED_DESCRIPTION = (
     "faster_rcnn with feature_extractor.type "
     + " or ".join(SUPPORTED_ARCHITECTURES)
-    + " (R-FCN, Mask R-CNN, other backbones and fine-tuning two-stage models are not "
-    "supported yet), or ssd with feature_extractor.type " + " or ".join(SSD_ARCHITECTURES)
+    + " (R-FCN, Mask R-CNN and other backbones are not supported yet), or ssd with "
+    "feature_extractor.type " + " or ".join(SSD_ARCHITECTURES)
 )
 _FR = "model.faster_rcnn"
 
