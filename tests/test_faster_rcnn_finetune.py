@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training_support import train_params, write_tfrecords
+from test_training_support import checkpoint_values, train_params, write_tfrecords
 
 from pipeline.errors import PipelineError
 from pipeline.training.actions import DVCLiveAction
 from pipeline.training.finetune import finetune
-from pipeline.training.variables import checkpoint_shapes
 
 USER = "faster_rcnn_inception_v2_cards_export_tf1.8"
 NUM_CLASSES = 6
@@ -76,14 +75,6 @@ def baseline(workspace):
     return out, result.summary
 
 
-def _values(checkpoint: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(checkpoint)
-    return {
-        path: reader.get_tensor(path + "/.ATTRIBUTES/VARIABLE_VALUE")
-        for path in checkpoint_shapes(checkpoint)
-    }
-
-
 def _paths(path: Path) -> list[str]:
     return [line.split("\t")[0] for line in path.read_text().splitlines()]
 
@@ -91,8 +82,10 @@ def _paths(path: Path) -> list[str]:
 @pytest.mark.slow
 def test_frozen_weights_bit_identical_and_trained_moved(baseline, workspace):
     out, summary = baseline
-    before = _values(tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint")))
-    after = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = checkpoint_values(
+        tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint"))
+    )
+    after = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     frozen = _paths(out / "frozen_variables.txt")
     trained = _paths(out / "trained_variables.txt")
     extractor = ("backbone/", "detection_head/0/extractor/")
@@ -155,8 +148,8 @@ def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
     monkeypatch.setattr(DVCLiveAction, "__call__", original)
     result = finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
     assert result.summary["resumed"] and result.summary["steps"] == STEPS
-    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     assert expected.keys() == actual.keys()
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)

@@ -4,15 +4,14 @@ term, against the TF1 OD API's own training graph; the stateless balanced sample
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_training_support import tf1_batch, tf1_losses
 
 from pipeline.tf1.faster_rcnn_config import faster_rcnn_spec_from_config as faster_rcnn_spec
 
-SCRIPTS = Path(__file__).parent / "tf1_scripts"
 ZOO = "faster_rcnn_inception_v2_coco_2018_01_28"
 BATCH = 2
 SIZE = 256
@@ -41,22 +40,7 @@ def training_config(tf1_zoo_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def batch(tf1_reference_python, tf1_reference_dir, coco_tiny, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("batch") / "batch.npz"
-    subprocess.run(
-        [str(tf1_reference_python), str(tf1_reference_dir / "make_batch.py"), str(coco_tiny),
-         "train2017", str(out), "--batch", str(BATCH), "--size", str(SIZE)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out
-
-
-def _tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[str, float]:
-    result = subprocess.run(
-        [str(python), str(SCRIPTS / "initial_losses.py"), str(reference),
-         str(zoo / "pipeline.config"), str(zoo / "model.ckpt"), str(batch)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return tf1_batch(tf1_reference_python, tf1_reference_dir, coco_tiny, out, BATCH, SIZE)
 
 
 def _tf2_losses(converted: Path, batch: Path) -> dict[str, float]:
@@ -93,7 +77,7 @@ def test_two_stage_losses_equal_the_tf1_od_apis(
 
     zoo = tf1_reference_export(training_config)
     convert(zoo, tmp_path / "tf2", progress=False)
-    tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, zoo, batch)
+    tf1 = tf1_losses(tf1_reference_python, tf1_reference_dir, zoo, batch)
     tf2 = _tf2_losses(tmp_path / "tf2", batch)
     print(json.dumps({"tf1": tf1, "tf2": tf2}, indent=1))
     for ours, theirs in (

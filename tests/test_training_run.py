@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_training_support import (
+    checkpoint_values,
     small_spec,
     train_params,
     write_converted,
@@ -29,7 +30,6 @@ from test_training_support import (
 
 from pipeline.training.actions import DVCLiveAction, TrainingDivergedError
 from pipeline.training.finetune import finetune
-from pipeline.training.variables import checkpoint_shapes
 
 # The converted zoo weights (graph builder + converter) diverge under SGD at 0.05 within 12 steps.
 STEPS, WARMUP, LR = 12, 3, 0.01
@@ -82,18 +82,12 @@ def _read_tsv(path: Path) -> dict[int, float]:
     return {int(row["step"]): float(row[name]) for row in rows}
 
 
-def _values(checkpoint: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(checkpoint)
-    return {
-        path: reader.get_tensor(path + "/.ATTRIBUTES/VARIABLE_VALUE")
-        for path in checkpoint_shapes(checkpoint)
-    }
-
-
 def test_frozen_weights_bit_identical_and_trained_moved(baseline, workspace):
     out, summary = baseline
-    before = _values(tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint")))
-    after = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = checkpoint_values(
+        tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint"))
+    )
+    after = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     frozen = [
         line.split("\t")[0] for line in (out / "frozen_variables.txt").read_text().splitlines()
     ]
@@ -168,8 +162,8 @@ def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
 
     result = finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
     assert result.summary["resumed"] and result.summary["steps"] == STEPS
-    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     assert expected.keys() == actual.keys()
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
@@ -230,8 +224,8 @@ def test_cli_interrupted_mid_interval_resumes_in_a_new_process_to_the_same_resul
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((out / "train_summary.json").read_text())["resumed"] is True
 
-    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
     metrics = Path("dvclive/plots/metrics/train")
@@ -259,7 +253,9 @@ def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(workspace):
     latest = tf.train.latest_checkpoint(str(out / "checkpoint"))
     if latest is not None:
         assert latest in str(caught.value)
-        assert all(np.isfinite(v).all() for v in _values(latest).values() if v.dtype.kind == "f")
+        assert all(
+            np.isfinite(v).all() for v in checkpoint_values(latest).values() if v.dtype.kind == "f"
+        )
     assert not (out / "train_summary.json").exists()
 
 

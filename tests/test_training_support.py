@@ -9,14 +9,21 @@
   the real COCO subset, classes folded onto 1..3.
 - `check_freezing_and_finetune(converted, ...)`: every conf/train/freeze choice resolves on a
   converted model and a short fine-tune runs from it (for each architecture's tests).
+- `checkpoint_values(prefix)`: every variable of a TF2 checkpoint by object path.
+- `tf1_batch(...)` / `tf1_losses(...)`: a batch of real COCO images and the TF1 OD API's own
+  training losses on it (tf1_scripts/initial_losses.py), through ../shared/tf1_reference.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+
+SCRIPTS = Path(__file__).parent / "tf1_scripts"
 
 
 def small_graph_config(num_classes: int = 3, image_size: int = 96):
@@ -194,3 +201,34 @@ def check_freezing_and_finetune(converted: Path, coco_dir: Path, out: Path, num_
     losses = [float(line.split("\t")[1]) for line in lines[1:]]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     return result.summary
+
+
+def checkpoint_values(checkpoint: str) -> dict[str, np.ndarray]:
+    from pipeline.training.variables import checkpoint_shapes
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    return {
+        path: reader.get_tensor(path + "/.ATTRIBUTES/VARIABLE_VALUE")
+        for path in checkpoint_shapes(checkpoint)
+    }
+
+
+def tf1_batch(python: Path, reference: Path, coco: Path, out: Path, batch: int, size: int) -> Path:
+    """The first `batch` train2017 images with boxes, resized to size x size (make_batch.py)."""
+    subprocess.run(
+        [str(python), str(reference / "make_batch.py"), str(coco), "train2017", str(out),
+         "--batch", str(batch), "--size", str(size)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[str, float]:
+    """The TF1 OD API's training losses of zoo/model.ckpt on `batch` (initial_losses.py)."""
+    result = subprocess.run(
+        [str(python), str(SCRIPTS / "initial_losses.py"), str(reference),
+         str(zoo / "pipeline.config"), str(zoo / "model.ckpt"), str(batch)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)

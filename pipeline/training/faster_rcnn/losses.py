@@ -45,6 +45,12 @@ DETECTION_MATCHER = MatcherSettings(
     matched_threshold=0.5, unmatched_threshold=0.5, force_match_for_each_row=False
 )
 SUPPORTED_CLASSIFICATION = ("weighted_softmax",)
+# One image's (cls_targets, box_targets, box_weights) from `TF1TargetAssigner`, for tf.map_fn.
+_TARGETS = (
+    tf.TensorSpec([None], tf.int32),
+    tf.TensorSpec([None, 4], tf.float32),
+    tf.TensorSpec([None], tf.float32),
+)
 LOSS_NAMES = (
     "rpn_box_loss",
     "rpn_objectness_loss",
@@ -195,12 +201,7 @@ def rpn_losses(
     cls_targets, box_targets, box_weights, sampled = tf.map_fn(
         one_image,
         tf.range(batch),
-        fn_output_signature=(
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None, 4], tf.float32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.float32),
-        ),
+        fn_output_signature=(*_TARGETS, tf.TensorSpec([None], tf.float32)),
     )
     normalizer = tf.maximum(tf.reduce_sum(sampled, axis=1), 1.0)
     objectness = _softmax_losses(logits, cls_targets, sampled, 1.0)
@@ -278,11 +279,7 @@ def box_classifier_losses(
     cls_targets, box_targets, box_weights = tf.map_fn(
         one_image,
         tf.range(batch),
-        fn_output_signature=(
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None, 4], tf.float32),
-            tf.TensorSpec([None], tf.float32),
-        ),
+        fn_output_signature=_TARGETS,
     )
     # The matched class's encodings; background (0) picks TF1's zero padding row.
     encodings = tf.reshape(box_encodings, [batch, num_slots, -1, 4])
