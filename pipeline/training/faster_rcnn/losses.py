@@ -320,8 +320,9 @@ def training_losses(
     features = {FEATURE_LEVEL: features[FEATURE_LEVEL]}
     rpn_scores, rpn_boxes = model.rpn_head(features, training=training)
     batch = tf.shape(images)[0]
-    logits = tf.reshape(rpn_scores[FEATURE_LEVEL], [batch, -1, 2])
-    encodings = tf.reshape(rpn_boxes[FEATURE_LEVEL], [batch, -1, 4])
+    # Losses in float32 (mixed precision computes the network in float16).
+    logits = tf.cast(tf.reshape(rpn_scores[FEATURE_LEVEL], [batch, -1, 2]), tf.float32)
+    encodings = tf.cast(tf.reshape(rpn_boxes[FEATURE_LEVEL], [batch, -1, 4]), tf.float32)
     anchors = tf.reshape(model.anchor_boxes_for(images)[FEATURE_LEVEL], [-1, 4])
     padded = tf.cast(tf.shape(images)[1:3], tf.float32)
     keep = prune_outside(anchors, padded[0], padded[1])
@@ -344,8 +345,8 @@ def training_losses(
     class_logits, box_encodings = head(roi_features, training=training)
     losses.update(
         box_classifier_losses(
-            class_logits,
-            box_encodings,
+            tf.cast(class_logits, tf.float32),
+            tf.cast(box_encodings, tf.float32),
             absolute_boxes(normalized, padded_shape),
             num_sampled,
             truth,
