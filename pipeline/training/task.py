@@ -1,11 +1,13 @@
-"""The fine-tune task, registered with Model Garden's task factory.
+"""The fine-tune tasks, registered with Model Garden's task factory.
 
-A `base_task.Task` like Model Garden's `RetinaNetTask`, with what differs for TF1 SSD models:
-the converted model (`pipeline.modeling`), the TF1 input path and targets
-(`pipeline.training.inputs`), TF1 losses with hard example mining (`pipeline.training.losses`),
-freezing (`pipeline.training.freezing`) and a restore that re-initialises resized class predictors
-(`pipeline.training.restore`). Everything else (trainer, optimizer/schedule factory, checkpoint
-manager, strategies, Orbit loop) is Model Garden's.
+`FinetuneTask` is a `base_task.Task` like Model Garden's `RetinaNetTask` / `MaskRCNNTask` with
+what every converted TF1 detector shares: restore with re-initialised resized class predictors
+(`pipeline.training.restore`), freezing (`pipeline.training.freezing`), the EMA over the trained
+variables, the resumable input stream and the train / validation steps. `SSDFinetuneTask` adds the
+SSD model (`pipeline.modeling`), its TF1 input path and targets (`pipeline.training.inputs`) and
+TF1 losses with hard example mining (`pipeline.training.losses`); Faster R-CNN's task is
+`pipeline.training.faster_rcnn.task`. Everything else (trainer, optimizer/schedule factory,
+checkpoint manager, strategies, Orbit loop) is Model Garden's.
 
 Losses are normalised by the number of matches summed over all replicas and the replicas' losses
 are summed (not averaged), so a multi-replica step computes exactly the single-device TF1 loss.
