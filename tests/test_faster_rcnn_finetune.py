@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training_support import checkpoint_values, train_params, write_tfrecords
+from test_training_support import checkpoint_values, dataset_loss, train_params, write_tfrecords
 
 from pipeline.errors import PipelineError
 from pipeline.training.actions import DVCLiveAction
@@ -102,31 +102,17 @@ def test_frozen_weights_bit_identical_and_trained_moved(baseline, workspace):
     assert summary["steps"] == STEPS
 
 
-def _dataset_loss(workspace, checkpoint: str | None) -> float:
-    """Mean TF1 two-stage loss on the training images in a fixed order, fixed sampling."""
-    from pipeline.training.config import experiment_from_params
-    from pipeline.training.faster_rcnn.task import FasterRCNNFinetuneTask
-
-    experiment = experiment_from_params(
-        _params(), str(workspace["converted"]), workspace["records"], workspace["records"]
+def _loss(workspace, checkpoint: str | None) -> float:
+    return dataset_loss(
+        _params(), workspace["converted"], workspace["records"], checkpoint, ("total_loss",)
     )
-    task = FasterRCNNFinetuneTask(experiment.task)
-    model = task.build_model()
-    task.initialize(model)
-    if checkpoint:
-        tf.train.Checkpoint(**model.checkpoint_items).read(checkpoint).expect_partial()
-    totals = [
-        float(task.compute_losses(model, inputs, False, tf.constant(0, tf.int64))["total_loss"])
-        for inputs in task.build_inputs(experiment.task.validation_data)
-    ]
-    return float(np.mean(totals))
 
 
 @pytest.mark.slow
 def test_loss_decreases(baseline, workspace):
     out, _ = baseline
-    before = _dataset_loss(workspace, None)
-    after = _dataset_loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = _loss(workspace, None)
+    after = _loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
     print(f"two-stage loss on the training images: before {before:.4f}, after {after:.4f}")
     assert after < 0.9 * before, (before, after)
 

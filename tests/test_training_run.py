@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from test_training_support import (
     checkpoint_values,
+    dataset_loss,
     small_spec,
     train_params,
     write_converted,
@@ -116,30 +117,20 @@ def test_logged_learning_rate_equals_schedule(baseline):
     assert len(losses) == STEPS and all(math.isfinite(v) for v in losses.values())
 
 
-def _dataset_loss(workspace, checkpoint: str | None) -> float:
-    """Mean TF1 loss of a model on the training images in a fixed order (no augmentation)."""
-    from pipeline.training.config import experiment_from_params
-    from pipeline.training.task import SSDFinetuneTask
-
-    experiment = experiment_from_params(
-        _params(), str(workspace["converted"]), workspace["records"], workspace["records"]
+def _loss(workspace, checkpoint: str | None) -> float:
+    return dataset_loss(
+        _params(),
+        workspace["converted"],
+        workspace["records"],
+        checkpoint,
+        ("cls_loss", "box_loss"),
     )
-    task = SSDFinetuneTask(experiment.task)
-    model = task.build_model()
-    task.initialize(model)
-    if checkpoint:
-        tf.train.Checkpoint(**model.checkpoint_items).read(checkpoint).expect_partial()
-    totals = []
-    for images, labels in task.build_inputs(experiment.task.validation_data):
-        losses = task.build_losses(model(images, training=False), labels)
-        totals.append(float(losses["cls_loss"] + losses["box_loss"]))
-    return float(np.mean(totals))
 
 
 def test_loss_decreases(baseline, workspace):
     out, _ = baseline
-    before = _dataset_loss(workspace, None)
-    after = _dataset_loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = _loss(workspace, None)
+    after = _loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
     assert after < 0.9 * before, (before, after)
 
 

@@ -10,6 +10,8 @@
 - `check_freezing_and_finetune(converted, ...)`: every conf/train/freeze choice resolves on a
   converted model and a short fine-tune runs from it (for each architecture's tests).
 - `checkpoint_values(prefix)`: every variable of a TF2 checkpoint by object path.
+- `dataset_loss(params, converted, records, checkpoint, terms)`: a fine-tune task's mean loss over
+  TFRecords in a fixed order, for the converted weights or a run's checkpoint.
 - `tf1_batch(...)` / `tf1_losses(...)`: a batch of real COCO images and the TF1 OD API's own
   training losses on it (tf1_scripts/initial_losses.py), through ../shared/tf1_reference.
 """
@@ -232,3 +234,27 @@ def tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[st
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
+
+
+def dataset_loss(
+    params, converted: Path, records: str, checkpoint: str | None, terms: tuple[str, ...]
+) -> float:
+    """Mean of the loss `terms` of the model family's fine-tune task over `records` (validation
+    input: fixed order, no augmentation, fixed sampling), with the converted weights or those of
+    `checkpoint`."""
+    from official.core import task_factory
+
+    from pipeline.training import finetune  # noqa: F401  (registers the tasks)
+    from pipeline.training.config import experiment_from_params
+
+    experiment = experiment_from_params(params, str(converted), records, records)
+    task = task_factory.get_task(experiment.task)
+    model = task.build_model()
+    task.initialize(model)
+    if checkpoint:
+        tf.train.Checkpoint(**model.checkpoint_items).read(checkpoint).expect_partial()
+    totals = []
+    for inputs in task.build_inputs(experiment.task.validation_data):
+        losses = task.compute_losses(model, inputs, False, tf.constant(0, tf.int64))
+        totals.append(float(sum(losses[term] for term in terms)))
+    return float(np.mean(totals))
