@@ -128,6 +128,9 @@ class FinetuneTask(base_task.Task):
             )
         if isinstance(optimizer, optimization.ExponentialMovingAverage) and self.freeze_plan:
             optimizer.shadow_copy(_Trainable(self.freeze_plan.trainable))
+        # The step counter seeds sampling inside the replica function: create it here (the
+        # strategy's scope), not lazily inside a replica's step.
+        _ = optimizer.iterations
         return optimizer
 
     # ---- data --------------------------------------------------------------------------------
