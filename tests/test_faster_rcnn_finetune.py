@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training_support import checkpoint_values, dataset_loss, train_params, write_tfrecords
+from test_training_support import (
+    assert_same_weights,
+    checkpoint_values,
+    dataset_loss,
+    interrupted_run,
+    train_params,
+    write_tfrecords,
+)
 
 from pipeline.errors import PipelineError
-from pipeline.training.actions import DVCLiveAction
 from pipeline.training.finetune import finetune
 
 USER = "faster_rcnn_inception_v2_cards_export_tf1.8"
@@ -120,26 +126,13 @@ def test_loss_decreases(baseline, workspace):
 @pytest.mark.slow
 def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
     out = workspace["root"] / "resumed"
-    original = DVCLiveAction.__call__
-
-    def interrupt(self, output):
-        original(self, output)
-        if int(self._global_step.numpy()) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(DVCLiveAction, "__call__", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
-    saved_step = int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1])
+    saved_step = interrupted_run(
+        _params(), workspace["converted"], workspace["records"], out, 3, monkeypatch
+    )
     assert 0 < saved_step < 3
-    monkeypatch.setattr(DVCLiveAction, "__call__", original)
     result = finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
     assert result.summary["resumed"] and result.summary["steps"] == STEPS
-    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
-    assert expected.keys() == actual.keys()
-    for path in expected:
-        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
+    assert_same_weights(baseline[0], out)
 
 
 @pytest.mark.slow

@@ -21,15 +21,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_training_support import (
+    assert_same_weights,
     checkpoint_values,
     dataset_loss,
+    interrupted_run,
     small_spec,
     train_params,
     write_converted,
     write_tfrecords,
 )
 
-from pipeline.training.actions import DVCLiveAction, TrainingDivergedError
+from pipeline.training.actions import TrainingDivergedError
 from pipeline.training.finetune import finetune
 
 # The converted zoo weights (graph builder + converter) diverge under SGD at 0.05 within 12 steps.
@@ -136,28 +138,15 @@ def test_loss_decreases(baseline, workspace):
 
 def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
     out = workspace["root"] / "resumed"
-    original = DVCLiveAction.__call__
-
-    def interrupt(self, output):
-        original(self, output)
-        if int(self._global_step.numpy()) == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(DVCLiveAction, "__call__", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
-    saved_step = int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1])
+    saved_step = interrupted_run(
+        _params(), workspace["converted"], workspace["records"], out, 6, monkeypatch
+    )
     assert 0 < saved_step < 6  # Orbit checkpoints at the first step, then every 4
     assert not (out / "train_summary.json").exists()
-    monkeypatch.setattr(DVCLiveAction, "__call__", original)
 
     result = finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
     assert result.summary["resumed"] and result.summary["steps"] == STEPS
-    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
-    assert expected.keys() == actual.keys()
-    for path in expected:
-        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
+    assert_same_weights(baseline[0], out)
     metrics = Path("dvclive/plots/metrics/train")
     for name in ("learning_rate", "loss"):
         base = _read_tsv(baseline[0] / metrics / f"{name}.tsv")

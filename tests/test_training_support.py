@@ -10,6 +10,8 @@
 - `check_freezing_and_finetune(converted, ...)`: every conf/train/freeze choice resolves on a
   converted model and a short fine-tune runs from it (for each architecture's tests).
 - `checkpoint_values(prefix)`: every variable of a TF2 checkpoint by object path.
+- `interrupted_run(...)` / `assert_same_weights(a, b)`: a fine-tune run stopped right after a
+  step (KeyboardInterrupt), and two runs' final checkpoints compared.
 - `dataset_loss(params, converted, records, checkpoint, terms)`: a fine-tune task's mean loss over
   TFRecords in a fixed order, for the converted weights or a run's checkpoint.
 - `tf1_batch(...)` / `tf1_losses(...)`: a batch of real COCO images and the TF1 OD API's own
@@ -258,3 +260,36 @@ def dataset_loss(
         losses = task.compute_losses(model, inputs, False, tf.constant(0, tf.int64))
         totals.append(float(sum(losses[term] for term in terms)))
     return float(np.mean(totals))
+
+
+def interrupted_run(
+    params, converted: Path, records: str, out: Path, step: int, monkeypatch
+) -> int:
+    """Fine-tune into `out` and interrupt it (KeyboardInterrupt) right after `step` is logged;
+    returns the step of the newest checkpoint it left."""
+    import pytest
+
+    from pipeline.training.actions import DVCLiveAction
+    from pipeline.training.finetune import finetune
+
+    original = DVCLiveAction.__call__
+
+    def interrupt(self, output):
+        original(self, output)
+        if int(self._global_step.numpy()) == step:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DVCLiveAction, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(params, converted, records, out, export=False)
+    return int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1])
+
+
+def assert_same_weights(expected_run: Path, actual_run: Path) -> None:
+    """The final checkpoints of two fine-tune outputs hold the same variables (rtol 1e-6)."""
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(expected_run / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(actual_run / "checkpoint")))
+    assert expected.keys() == actual.keys()
+    for path in expected:
+        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
