@@ -245,13 +245,16 @@ def test_tf1_reference_export_parity(
     faster_rcnn_parity_check(report["parity"])
 
 
-def test_converted_faster_rcnn_dir_is_described_and_not_fine_tuned(tmp_path: Path) -> None:
+def test_converted_faster_rcnn_dir_is_described_and_fine_tuned_as_two_stage(
+    tmp_path: Path,
+) -> None:
     from pipeline.inference.detector import model_num_classes
     from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
+    from pipeline.training.config import FASTER_RCNN_EXPERIMENT, experiment_name
     from pipeline.training.task import load_spec
 
     spec = FasterRCNNSpec(num_classes=6)
     (tmp_path / "model_spec.json").write_text(json.dumps(spec.to_dict()))
     assert model_num_classes(tmp_path) == 6
-    with pytest.raises(PipelineError, match="a converted faster_rcnn model; fine-tuning supports"):
-        load_spec(tmp_path)
+    assert load_spec(tmp_path) == spec and load_spec(tmp_path, 3).num_classes == 3
+    assert experiment_name(str(tmp_path)) == FASTER_RCNN_EXPERIMENT

@@ -275,10 +275,11 @@ def test_training_losses_equal_the_tf1_od_apis(
     """Focal classification loss (alpha 0.25, gamma 2, background encoded as zeros), smooth L1
     normalised by the code size, and L2 0.0004 on every kernel of the base, FPN and head (the
     override puts the config's regularizer on the ResNet)."""
-    from test_training_losses_tf1 import _tf1_losses, _tf2_losses, check_losses_equal
+    from test_training_losses_tf1 import _tf2_losses, check_losses_equal
+    from test_training_support import tf1_losses
 
     out, _ = converted
-    tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, reference_export, batch)
+    tf1 = tf1_losses(tf1_reference_python, tf1_reference_dir, reference_export, batch)
     check_losses_equal(tf1, _tf2_losses(out, batch))
 
 

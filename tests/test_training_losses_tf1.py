@@ -12,13 +12,12 @@ Localization, classification (with hard example mining) and L2 terms, and their 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_training_support import tf1_batch, tf1_losses
 
-SCRIPTS = Path(__file__).parent / "tf1_scripts"
 MODEL = "ssd_mobilenet_v2_coco_2018_03_29"
 BATCH = 2
 
@@ -26,22 +25,7 @@ BATCH = 2
 @pytest.fixture(scope="module")
 def batch(tf1_reference_python, tf1_reference_dir, coco_tiny, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("batch") / "batch.npz"
-    subprocess.run(
-        [str(tf1_reference_python), str(tf1_reference_dir / "make_batch.py"), str(coco_tiny),
-         "train2017", str(out), "--batch", str(BATCH), "--size", "300"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return out
-
-
-def _tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[str, float]:
-    result = subprocess.run(
-        [str(python), str(SCRIPTS / "initial_losses.py"), str(reference),
-         str(zoo / "pipeline.config"), str(zoo / "model.ckpt"), str(batch)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
+    return tf1_batch(tf1_reference_python, tf1_reference_dir, coco_tiny, out, BATCH, 300)
 
 
 def _tf2_losses(converted: Path, batch: Path) -> dict[str, float]:
@@ -82,7 +66,7 @@ def test_training_losses_equal_the_tf1_od_apis(
 
     zoo = make_synthetic_zoo_dir(tf1_zoo_dir / MODEL, tmp_path / "tf1", seed=0)
     convert(zoo, tmp_path / "tf2", progress=False)
-    tf1 = _tf1_losses(tf1_reference_python, tf1_reference_dir, zoo, batch)
+    tf1 = tf1_losses(tf1_reference_python, tf1_reference_dir, zoo, batch)
     tf2 = _tf2_losses(tmp_path / "tf2", batch)
     check_losses_equal(tf1, tf2)
 

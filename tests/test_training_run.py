@@ -21,15 +21,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from test_training_support import (
+    assert_same_weights,
+    checkpoint_values,
+    dataset_loss,
+    interrupted_run,
     small_spec,
     train_params,
     write_converted,
     write_tfrecords,
 )
 
-from pipeline.training.actions import DVCLiveAction, TrainingDivergedError
+from pipeline.training.actions import TrainingDivergedError
 from pipeline.training.finetune import finetune
-from pipeline.training.variables import checkpoint_shapes
 
 # The converted zoo weights (graph builder + converter) diverge under SGD at 0.05 within 12 steps.
 STEPS, WARMUP, LR = 12, 3, 0.01
@@ -82,18 +85,12 @@ def _read_tsv(path: Path) -> dict[int, float]:
     return {int(row["step"]): float(row[name]) for row in rows}
 
 
-def _values(checkpoint: str) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(checkpoint)
-    return {
-        path: reader.get_tensor(path + "/.ATTRIBUTES/VARIABLE_VALUE")
-        for path in checkpoint_shapes(checkpoint)
-    }
-
-
 def test_frozen_weights_bit_identical_and_trained_moved(baseline, workspace):
     out, summary = baseline
-    before = _values(tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint")))
-    after = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = checkpoint_values(
+        tf.train.latest_checkpoint(str(workspace["converted"] / "checkpoint"))
+    )
+    after = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     frozen = [
         line.split("\t")[0] for line in (out / "frozen_variables.txt").read_text().splitlines()
     ]
@@ -122,57 +119,34 @@ def test_logged_learning_rate_equals_schedule(baseline):
     assert len(losses) == STEPS and all(math.isfinite(v) for v in losses.values())
 
 
-def _dataset_loss(workspace, checkpoint: str | None) -> float:
-    """Mean TF1 loss of a model on the training images in a fixed order (no augmentation)."""
-    from pipeline.training.config import experiment_from_params
-    from pipeline.training.task import SSDFinetuneTask
-
-    experiment = experiment_from_params(
-        _params(), str(workspace["converted"]), workspace["records"], workspace["records"]
+def _loss(workspace, checkpoint: str | None) -> float:
+    return dataset_loss(
+        _params(),
+        workspace["converted"],
+        workspace["records"],
+        checkpoint,
+        ("cls_loss", "box_loss"),
     )
-    task = SSDFinetuneTask(experiment.task)
-    model = task.build_model()
-    task.initialize(model)
-    if checkpoint:
-        tf.train.Checkpoint(**model.checkpoint_items).read(checkpoint).expect_partial()
-    totals = []
-    for images, labels in task.build_inputs(experiment.task.validation_data):
-        losses = task.build_losses(model(images, training=False), labels)
-        totals.append(float(losses["cls_loss"] + losses["box_loss"]))
-    return float(np.mean(totals))
 
 
 def test_loss_decreases(baseline, workspace):
     out, _ = baseline
-    before = _dataset_loss(workspace, None)
-    after = _dataset_loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
+    before = _loss(workspace, None)
+    after = _loss(workspace, tf.train.latest_checkpoint(str(out / "checkpoint")))
     assert after < 0.9 * before, (before, after)
 
 
 def test_resume_equals_uninterrupted(baseline, workspace, monkeypatch):
     out = workspace["root"] / "resumed"
-    original = DVCLiveAction.__call__
-
-    def interrupt(self, output):
-        original(self, output)
-        if int(self._global_step.numpy()) == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(DVCLiveAction, "__call__", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
-    saved_step = int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1])
+    saved_step = interrupted_run(
+        _params(), workspace["converted"], workspace["records"], out, 6, monkeypatch
+    )
     assert 0 < saved_step < 6  # Orbit checkpoints at the first step, then every 4
     assert not (out / "train_summary.json").exists()
-    monkeypatch.setattr(DVCLiveAction, "__call__", original)
 
     result = finetune(_params(), workspace["converted"], workspace["records"], out, export=False)
     assert result.summary["resumed"] and result.summary["steps"] == STEPS
-    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
-    assert expected.keys() == actual.keys()
-    for path in expected:
-        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
+    assert_same_weights(baseline[0], out)
     metrics = Path("dvclive/plots/metrics/train")
     for name in ("learning_rate", "loss"):
         base = _read_tsv(baseline[0] / metrics / f"{name}.tsv")
@@ -230,8 +204,8 @@ def test_cli_interrupted_mid_interval_resumes_in_a_new_process_to_the_same_resul
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((out / "train_summary.json").read_text())["resumed"] is True
 
-    expected = _values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
-    actual = _values(tf.train.latest_checkpoint(str(out / "checkpoint")))
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(baseline[0] / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(out / "checkpoint")))
     for path in expected:
         np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)
     metrics = Path("dvclive/plots/metrics/train")
@@ -259,7 +233,9 @@ def test_divergence_stops_with_clear_error_and_keeps_good_checkpoint(workspace):
     latest = tf.train.latest_checkpoint(str(out / "checkpoint"))
     if latest is not None:
         assert latest in str(caught.value)
-        assert all(np.isfinite(v).all() for v in _values(latest).values() if v.dtype.kind == "f")
+        assert all(
+            np.isfinite(v).all() for v in checkpoint_values(latest).values() if v.dtype.kind == "f"
+        )
     assert not (out / "train_summary.json").exists()
 
 

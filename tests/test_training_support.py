@@ -9,14 +9,25 @@
   the real COCO subset, classes folded onto 1..3.
 - `check_freezing_and_finetune(converted, ...)`: every conf/train/freeze choice resolves on a
   converted model and a short fine-tune runs from it (for each architecture's tests).
+- `checkpoint_values(prefix)`: every variable of a TF2 checkpoint by object path.
+- `interrupted_run(...)` / `assert_same_weights(a, b)`: a fine-tune run stopped right after a
+  step (KeyboardInterrupt), and two runs' final checkpoints compared.
+- `dataset_loss(params, converted, records, checkpoint, terms)`: a fine-tune task's mean loss over
+  TFRecords in a fixed order, for the converted weights or a run's checkpoint.
+- `tf1_batch(...)` / `tf1_losses(...)`: a batch of real COCO images and the TF1 OD API's own
+  training losses on it (tf1_scripts/initial_losses.py), through ../shared/tf1_reference.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
+
+SCRIPTS = Path(__file__).parent / "tf1_scripts"
 
 
 def small_graph_config(num_classes: int = 3, image_size: int = 96):
@@ -163,14 +174,22 @@ def check_freezing_and_finetune(converted: Path, coco_dir: Path, out: Path, num_
     from omegaconf import OmegaConf
 
     from pipeline.modeling import load_converted
+    from pipeline.training.config import freeze_selection
     from pipeline.training.finetune import finetune
     from pipeline.training.freezing import FreezeSettings, plan_freezing
 
-    model, _ = load_converted(converted)
+    model, spec = load_converted(converted)
+    family = getattr(spec, "family", "ssd")
     for path in sorted(Path("conf/train/freeze").glob("*.yaml")):
         conf = OmegaConf.load(path)
+        if family not in conf.get("families", [family]):
+            continue  # refused in one line (tests/test_faster_rcnn_finetune.py)
+        selection = freeze_selection(conf, family)
         settings = FreezeSettings(
-            conf.name, tuple(conf.modules), tuple(conf.patterns), tuple(conf.trainable_patterns)
+            conf.name,
+            tuple(selection["modules"]),
+            tuple(selection["patterns"]),
+            tuple(selection["trainable_patterns"]),
         )
         plan = plan_freezing(model, settings)
         assert plan.trained_paths, path.name
@@ -186,3 +205,91 @@ def check_freezing_and_finetune(converted: Path, coco_dir: Path, out: Path, num_
     losses = [float(line.split("\t")[1]) for line in lines[1:]]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     return result.summary
+
+
+def checkpoint_values(checkpoint: str) -> dict[str, np.ndarray]:
+    from pipeline.training.variables import checkpoint_shapes
+
+    reader = tf.train.load_checkpoint(checkpoint)
+    return {
+        path: reader.get_tensor(path + "/.ATTRIBUTES/VARIABLE_VALUE")
+        for path in checkpoint_shapes(checkpoint)
+    }
+
+
+def tf1_batch(python: Path, reference: Path, coco: Path, out: Path, batch: int, size: int) -> Path:
+    """The first `batch` train2017 images with boxes, resized to size x size (make_batch.py)."""
+    subprocess.run(
+        [str(python), str(reference / "make_batch.py"), str(coco), "train2017", str(out),
+         "--batch", str(batch), "--size", str(size)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out
+
+
+def tf1_losses(python: Path, reference: Path, zoo: Path, batch: Path) -> dict[str, float]:
+    """The TF1 OD API's training losses of zoo/model.ckpt on `batch` (initial_losses.py)."""
+    result = subprocess.run(
+        [str(python), str(SCRIPTS / "initial_losses.py"), str(reference),
+         str(zoo / "pipeline.config"), str(zoo / "model.ckpt"), str(batch)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def dataset_loss(
+    params, converted: Path, records: str, checkpoint: str | None, terms: tuple[str, ...]
+) -> float:
+    """Mean of the loss `terms` of the model family's fine-tune task over `records` (validation
+    input: fixed order, no augmentation, fixed sampling), with the converted weights or those of
+    `checkpoint`."""
+    from official.core import task_factory
+
+    from pipeline.training import finetune  # noqa: F401  (registers the tasks)
+    from pipeline.training.config import experiment_from_params
+
+    experiment = experiment_from_params(params, str(converted), records, records)
+    task = task_factory.get_task(experiment.task)
+    model = task.build_model()
+    task.initialize(model)
+    if checkpoint:
+        tf.train.Checkpoint(**model.checkpoint_items).read(checkpoint).expect_partial()
+    totals = []
+    for inputs in task.build_inputs(experiment.task.validation_data):
+        losses = task.compute_losses(model, inputs, False, tf.constant(0, tf.int64))
+        totals.append(float(sum(losses[term] for term in terms)))
+    return float(np.mean(totals))
+
+
+def interrupted_run(
+    params, converted: Path, records: str, out: Path, step: int, monkeypatch
+) -> int:
+    """Fine-tune into `out` and interrupt it (KeyboardInterrupt) right after `step` is logged;
+    returns the step of the newest checkpoint it left."""
+    import pytest
+
+    from pipeline.training.actions import DVCLiveAction
+    from pipeline.training.finetune import finetune
+
+    original = DVCLiveAction.__call__
+
+    def interrupt(self, output):
+        original(self, output)
+        if int(self._global_step.numpy()) == step:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DVCLiveAction, "__call__", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(params, converted, records, out, export=False)
+    return int(tf.train.latest_checkpoint(str(out / "checkpoint")).rsplit("-", 1)[1])
+
+
+def assert_same_weights(expected_run: Path, actual_run: Path) -> None:
+    """The final checkpoints of two fine-tune outputs hold the same variables (rtol 1e-6)."""
+    expected = checkpoint_values(tf.train.latest_checkpoint(str(expected_run / "checkpoint")))
+    actual = checkpoint_values(tf.train.latest_checkpoint(str(actual_run / "checkpoint")))
+    assert expected.keys() == actual.keys()
+    for path in expected:
+        np.testing.assert_allclose(actual[path], expected[path], rtol=1e-6, atol=1e-7, err_msg=path)

@@ -16,6 +16,7 @@ from pipeline.modeling.faster_rcnn.spec import (
     FEATURES_STRIDES,
     SUPPORTED_ARCHITECTURES,
     FasterRCNNSpec,
+    FasterRCNNTrainingSpec,
     GridAnchorSpec,
     NMSSpec,
 )
@@ -27,14 +28,19 @@ from pipeline.tf1.pipeline_config import enum_name, load_config
 SUPPORTED_DESCRIPTION = (
     "faster_rcnn with feature_extractor.type "
     + " or ".join(SUPPORTED_ARCHITECTURES)
-    + " (R-FCN, Mask R-CNN, other backbones and fine-tuning two-stage models are not "
-    "supported yet), or ssd with feature_extractor.type " + " or ".join(SSD_ARCHITECTURES)
+    + " (R-FCN, Mask R-CNN and other backbones are not supported yet), or ssd with "
+    "feature_extractor.type " + " or ".join(SSD_ARCHITECTURES)
 )
 _FR = "model.faster_rcnn"
 
 
 def is_faster_rcnn(config: Any) -> bool:
     return config.model.WhichOneof("model") == "faster_rcnn"
+
+
+def _regularizer_weight(hyperparams: Any) -> float:
+    kind = hyperparams.regularizer.WhichOneof("regularizer_oneof")
+    return float(getattr(hyperparams.regularizer, kind).weight) if kind else 0.0
 
 
 def faster_rcnn_spec_from_config(
@@ -117,6 +123,45 @@ class _Translator(pipeline_config._Translator):
             second_stage_score_converter=converter,
             second_stage_logit_scale=float(post.logit_scale),
             box_coder=BoxCoderSpec(),
+            training=self.training(fr),
+        )
+
+    def training(self, fr: Any) -> FasterRCNNTrainingSpec:
+        """The loss and sampling fields (checked by fine-tuning, not by conversion)."""
+        loss = fr.second_stage_classification_loss
+        predictor = fr.second_stage_box_predictor.mask_rcnn_box_predictor
+        kind = loss.WhichOneof("classification_loss") or "weighted_softmax"
+        logit_scale = loss.weighted_softmax.logit_scale if kind == "weighted_softmax" else 1.0
+        return FasterRCNNTrainingSpec(
+            first_stage_minibatch_size=int(fr.first_stage_minibatch_size),
+            first_stage_positive_balance_fraction=float(fr.first_stage_positive_balance_fraction),
+            first_stage_localization_loss_weight=float(fr.first_stage_localization_loss_weight),
+            first_stage_objectness_loss_weight=float(fr.first_stage_objectness_loss_weight),
+            second_stage_batch_size=int(fr.second_stage_batch_size),
+            second_stage_balance_fraction=float(fr.second_stage_balance_fraction),
+            second_stage_localization_loss_weight=float(fr.second_stage_localization_loss_weight),
+            second_stage_classification_loss_weight=float(
+                fr.second_stage_classification_loss_weight
+            ),
+            second_stage_classification_loss=kind,
+            second_stage_classification_logit_scale=float(logit_scale),
+            hard_example_miner=fr.HasField("hard_example_miner"),
+            use_static_balanced_label_sampler=bool(fr.use_static_balanced_label_sampler),
+            second_stage_dropout=bool(predictor.use_dropout),
+            regularized_fields=tuple(
+                f"{_FR}.{name}"
+                for name, hyperparams in (
+                    (
+                        "first_stage_box_predictor_conv_hyperparams",
+                        fr.first_stage_box_predictor_conv_hyperparams,
+                    ),
+                    (
+                        "second_stage_box_predictor.mask_rcnn_box_predictor.fc_hyperparams",
+                        predictor.fc_hyperparams,
+                    ),
+                )
+                if _regularizer_weight(hyperparams) != 0.0
+            ),
         )
 
     def check_architecture(self, fr: Any) -> None:

@@ -1,7 +1,9 @@
 """The fine-tune experiment as Model Garden configs, translated from the Hydra `train` group.
 
-`tf1_ssd_finetune` is registered with Model Garden's experiment factory; its task config is
-registered (in `pipeline.training.task`) with the task factory, so the stock
+`tf1_ssd_finetune` and `tf1_faster_rcnn_finetune` (same fields, chosen by the converted model's
+family) are registered with Model Garden's experiment factory; their task configs are registered
+(in `pipeline.training.task` / `pipeline.training.faster_rcnn.task`) with the task factory, so the
+stock
 `train_lib.run_experiment` / Orbit machinery runs it. `experiment_from_params` maps the project's
 Hydra keys (`train.optimizer.*`, `train.schedule.*`, `train.freeze.*`, ...) onto Model Garden's
 `OptimizationConfig` (optimizer + learning-rate schedule + linear warmup + EMA), `TrainerConfig`
@@ -11,6 +13,8 @@ and `RuntimeConfig`.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from official.core import config_definitions as cfg
@@ -21,6 +25,7 @@ from official.modeling.optimization.configs import optimization_config
 from pipeline.errors import PipelineError
 
 EXPERIMENT = "tf1_ssd_finetune"
+FASTER_RCNN_EXPERIMENT = "tf1_faster_rcnn_finetune"
 
 
 @dataclasses.dataclass
@@ -68,10 +73,14 @@ class SSDFinetuneTaskConfig(cfg.TaskConfig):
     )
 
 
-@exp_factory.register_config_factory(EXPERIMENT)
-def tf1_ssd_finetune() -> cfg.ExperimentConfig:
+@dataclasses.dataclass
+class FasterRCNNFinetuneTaskConfig(SSDFinetuneTaskConfig):
+    """The same fields; a class of its own so that the task factory builds the two-stage task."""
+
+
+def _experiment(task: SSDFinetuneTaskConfig) -> cfg.ExperimentConfig:
     return cfg.ExperimentConfig(
-        task=SSDFinetuneTaskConfig(),
+        task=task,
         trainer=cfg.TrainerConfig(
             train_steps=100,
             steps_per_loop=1,
@@ -92,6 +101,62 @@ def tf1_ssd_finetune() -> cfg.ExperimentConfig:
         ),
         runtime=cfg.RuntimeConfig(distribution_strategy="one_device"),
     )
+
+
+@exp_factory.register_config_factory(EXPERIMENT)
+def tf1_ssd_finetune() -> cfg.ExperimentConfig:
+    return _experiment(SSDFinetuneTaskConfig())
+
+
+@exp_factory.register_config_factory(FASTER_RCNN_EXPERIMENT)
+def tf1_faster_rcnn_finetune() -> cfg.ExperimentConfig:
+    return _experiment(FasterRCNNFinetuneTaskConfig())
+
+
+FAMILIES = ("ssd", "faster_rcnn")
+_SELECTION_KEYS = ("modules", "patterns", "trainable_patterns")
+
+
+def model_family(converted_dir: str) -> str:
+    """The converted model's family (model_spec.json `family`; SSD specs carry none)."""
+    path = Path(converted_dir) / "model_spec.json"
+    if not path.is_file():
+        return "ssd"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data.get("family", "ssd")) if isinstance(data, dict) else "ssd"
+
+
+def experiment_name(converted_dir: str) -> str:
+    """The registered experiment for the converted model's family."""
+    return FASTER_RCNN_EXPERIMENT if model_family(converted_dir) == "faster_rcnn" else EXPERIMENT
+
+
+def freeze_selection(freeze: Any, family: str, source: str = "params.yaml") -> dict[str, Any]:
+    """train.freeze for a model family: the top-level modules / patterns / trainable_patterns,
+    with a `<family>:` block replacing any of them; `families:` lists where the choice applies
+    (default: every family)."""
+    name = str(_get(freeze, "name", "custom"))
+    families = [str(f) for f in _get(freeze, "families", None) or FAMILIES]
+    if family not in families:
+        raise PipelineError(
+            f"{source}: train.freeze {name!r} does not apply to {family} models "
+            f"(train.freeze.families: {', '.join(families)})"
+        )
+    override = _get(freeze, family, None) or {}
+    unknown = sorted(set(_plain(override)) - set(_SELECTION_KEYS))
+    if unknown:
+        raise PipelineError(
+            f"{source}: train.freeze.{family} has unknown keys {unknown}; "
+            f"allowed: {', '.join(_SELECTION_KEYS)}"
+        )
+    selection = {
+        key: [str(v) for v in _get(override, key, _get(freeze, key, []))] for key in _SELECTION_KEYS
+    }
+    return {
+        "name": name,
+        **selection,
+        "freeze_batch_norm": bool(_get(freeze, "freeze_batch_norm", True)),
+    }
 
 
 _OPTIMIZER_KEYS = {
@@ -250,7 +315,7 @@ def experiment_from_params(
     source: str = "params.yaml",
 ) -> cfg.ExperimentConfig:
     """The registered experiment overridden by the Hydra `train` section and the stage's paths."""
-    experiment = exp_factory.get_exp_config(EXPERIMENT)
+    experiment = exp_factory.get_exp_config(experiment_name(converted_dir))
     train = _plain(train)
     try:
         steps = int(train["steps"])
@@ -279,13 +344,7 @@ def experiment_from_params(
             "converted_dir": str(converted_dir),
             "num_classes": int(_get(train, "num_classes", 0)),
             "l2_weight_decay": float(_get(train, "l2_weight_decay", -1.0)),
-            "freeze": {
-                "name": str(_get(freeze, "name", "custom")),
-                "modules": [str(m) for m in _get(freeze, "modules", [])],
-                "patterns": [str(p) for p in _get(freeze, "patterns", [])],
-                "trainable_patterns": [str(p) for p in _get(freeze, "trainable_patterns", [])],
-                "freeze_batch_norm": bool(_get(freeze, "freeze_batch_norm", True)),
-            },
+            "freeze": freeze_selection(freeze, model_family(converted_dir), source),
             "train_data": {
                 **data_common,
                 "input_path": str(train_tfrecords),

@@ -44,6 +44,7 @@ from pipeline.training.actions import (
 )
 from pipeline.training.augmentation import resolve_steps
 from pipeline.training.config import experiment_from_params
+from pipeline.training.faster_rcnn import task as _two_stage_task  # noqa: F401  (same)
 from pipeline.training.freezing import unfreeze_batch_norm
 from pipeline.training.task import load_spec
 

@@ -1,5 +1,8 @@
 """TF1-faithful training input: TFRecords -> (preprocessed images, SSD targets).
 
+`augmented_examples` is the stream all families share; `build_dataset` finishes it for SSD
+(Faster R-CNN: `pipeline.training.faster_rcnn.inputs`).
+
 Per example, in TF1's order (`inputs.transform_input_data`): decode (Model Garden's
 `TfExampleDecoder`, the keys the data stage writes), augmentation (the pipeline.config's
 `data_augmentation_options` in its order, as TF1's preprocessor computes them:
@@ -59,14 +62,13 @@ def list_files(pattern: str) -> list[str]:
     return files
 
 
-def build_dataset(
+def augmented_examples(
     settings: InputSettings,
-    preprocess: PreprocessFn,
-    assigner: TF1TargetAssigner,
     num_classes: int,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """(images [B, h, w, 3] float32, labels dict of [B, N, ...]) batches."""
+    """(image uint8 [H, W, 3], boxes [G, 4] normalized, classes [G]) per example, augmented:
+    the stream every family's input pipeline shares (shuffle, resume skip, sharding, seeds)."""
     files = list_files(settings.file_pattern)
     decoder = tf_example_decoder.TfExampleDecoder()
     records = tf.data.Dataset.from_tensor_slices(files)
@@ -106,7 +108,7 @@ def build_dataset(
         pipeline_id = input_context.input_pipeline_id
         records = records.filter(lambda index, _: index % pipelines == pipeline_id)
 
-    def parse(index: tf.Tensor, element: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    def parse(index: tf.Tensor, element: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         image, boxes, classes = element if cache else decode(element)
         tf.debugging.assert_less_equal(
             classes,
@@ -118,9 +120,27 @@ def build_dataset(
             image, boxes, classes = augmentation_lib.augment(
                 settings.augmentation, seed, image, boxes, classes
             )
-        model_input = preprocess(image[None])[0]
-        return model_input, assigner(boxes, classes)
+        return image, boxes, classes
 
-    dataset = records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def build_dataset(
+    settings: InputSettings,
+    preprocess: PreprocessFn,
+    assigner: TF1TargetAssigner,
+    num_classes: int,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """SSD: (images [B, h, w, 3] float32, labels dict of [B, N, ...]) batches."""
+
+    def prepare(
+        image: tf.Tensor, boxes: tf.Tensor, classes: tf.Tensor
+    ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        return preprocess(image[None])[0], assigner(boxes, classes)
+
+    dataset = augmented_examples(settings, num_classes, input_context).map(
+        prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     dataset = dataset.batch(settings.batch_size, drop_remainder=settings.drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)

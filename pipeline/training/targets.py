@@ -4,7 +4,8 @@ TF1's `TargetAssigner` with an `ArgMaxMatcher` maps onto Model Garden's pieces o
 `IouSimilarity` (same IoU, 0 where boxes do not intersect), `BoxMatcher` (thresholds split the best
 IoU of each anchor into negative / ignored / positive exactly as TF1's matched/unmatched thresholds
 do, and `force_match_for_each_col` is TF1's `force_match_for_each_row`, with the same
-tie-breaking by first index), `TargetGather` and `box_ops.encode_boxes` (TF1's faster_rcnn
+tie-breaking by first index), `TargetGather` (its semantics written out when the anchor count is
+dynamic) and `box_ops.encode_boxes` (TF1's faster_rcnn
 coder: (ty, tx, th, tw) scaled by (10, 10, 5, 5), epsilon 1e-8 on sizes). Model Garden's
 `AnchorLabeler` is not used because it expects Model Garden's per-level anchors; the TF1 anchors
 are one flat list in TF1 order.
@@ -36,6 +37,17 @@ class MatcherSettings:
     negative_class_weight: float = 1.0
 
 
+def _gather_dynamic(
+    labels: tf.Tensor, match_indices: tf.Tensor, mask: tf.Tensor, mask_val: float
+) -> tf.Tensor:
+    """`TargetGather` for [G, D] labels and [N] indices where N is only known at run time: the
+    matched rows, `mask_val` where masked (everywhere when G is 0)."""
+    filler = tf.zeros(tf.concat([[1], tf.shape(labels)[1:]], axis=0), labels.dtype)
+    padded = tf.concat([labels, filler], axis=0)  # index 0 exists even without ground truth
+    targets = tf.gather(padded, match_indices)
+    return tf.where(mask, tf.cast(mask_val, labels.dtype) * tf.ones_like(targets), targets)
+
+
 class TF1TargetAssigner:
     """Labels TF1-ordered anchors for one image, as TF1's SSD `TargetAssigner` does."""
 
@@ -64,7 +76,12 @@ class TF1TargetAssigner:
             force_match_for_each_col=matcher.force_match_for_each_row,
         )
         self._similarity = iou_similarity.IouSimilarity()
-        self._gather = target_gather.TargetGather()
+        if self._anchors.shape[0] is None:
+            # Model Garden's TargetGather needs a static anchor count (two-stage models prune
+            # anchors per image size and match proposals): the same gather-then-mask, dynamic.
+            self._gather = _gather_dynamic
+        else:
+            self._gather = target_gather.TargetGather()
         self._scales = [float(s) for s in box_coder_scales]
 
     @property
@@ -90,7 +107,7 @@ class TF1TargetAssigner:
         positive = tf.equal(indicators, POSITIVE)
         not_positive = tf.logical_not(positive)
         cls_targets = self._gather(classes[:, None], matched_gt, not_positive[:, None], 0)[:, 0]
-        matched_boxes = self._gather(boxes, matched_gt, tf.tile(not_positive[:, None], [1, 4]))
+        matched_boxes = self._gather(boxes, matched_gt, tf.tile(not_positive[:, None], [1, 4]), 0)
         encoded = box_ops.encode_boxes(matched_boxes, self._anchors, weights=self._scales)
         box_targets = tf.where(positive[:, None], encoded, tf.zeros_like(encoded))
         match = tf.cast(indicators, tf.int32)  # POSITIVE / NEGATIVE / IGNORED, as TF1's Match

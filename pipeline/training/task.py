@@ -1,11 +1,13 @@
-"""The fine-tune task, registered with Model Garden's task factory.
+"""The fine-tune tasks, registered with Model Garden's task factory.
 
-A `base_task.Task` like Model Garden's `RetinaNetTask`, with what differs for TF1 SSD models:
-the converted model (`pipeline.modeling`), the TF1 input path and targets
-(`pipeline.training.inputs`), TF1 losses with hard example mining (`pipeline.training.losses`),
-freezing (`pipeline.training.freezing`) and a restore that re-initialises resized class predictors
-(`pipeline.training.restore`). Everything else (trainer, optimizer/schedule factory, checkpoint
-manager, strategies, Orbit loop) is Model Garden's.
+`FinetuneTask` is a `base_task.Task` like Model Garden's `RetinaNetTask` / `MaskRCNNTask` with
+what every converted TF1 detector shares: restore with re-initialised resized class predictors
+(`pipeline.training.restore`), freezing (`pipeline.training.freezing`), the EMA over the trained
+variables, the resumable input stream and the train / validation steps. `SSDFinetuneTask` adds the
+SSD model (`pipeline.modeling`), its TF1 input path and targets (`pipeline.training.inputs`) and
+TF1 losses with hard example mining (`pipeline.training.losses`); Faster R-CNN's task is
+`pipeline.training.faster_rcnn.task`. Everything else (trainer, optimizer/schedule factory,
+checkpoint manager, strategies, Orbit loop) is Model Garden's.
 
 Losses are normalised by the number of matches summed over all replicas and the replicas' losses
 are summed (not averaged), so a multi-replica step computes exactly the single-device TF1 loss.
@@ -13,7 +15,6 @@ are summed (not averaged), so a multi-replica step computes exactly the single-d
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -39,57 +40,51 @@ LOSS_METRICS = ("total_loss", "cls_loss", "box_loss", "l2_loss", "num_matches")
 
 
 def load_spec(converted_dir: str | Path, num_classes: int = 0) -> Any:
-    from pipeline.modeling.spec import SSDSpec
+    """The converted model's SSDSpec or FasterRCNNSpec (with `num_classes` if given)."""
+    from pipeline.modeling.builder import read_spec
 
-    path = Path(converted_dir) / "model_spec.json"
-    if not path.is_file():
+    spec = read_spec(converted_dir)
+    if getattr(spec, "quantization", None) is not None:
         raise PipelineError(
-            f"{path}: not found; pass the directory written by `python -m pipeline convert` "
-            "as --converted"
-        )
-    data = json.loads(path.read_text())
-    if isinstance(data, dict) and data.get("family", "ssd") != "ssd":
-        raise PipelineError(
-            f"{path}: a converted {data['family']} model; fine-tuning supports SSD MobileNet "
-            "v1/v2 only (two-stage models convert, predict and evaluate, but do not train yet)"
-        )
-    spec = SSDSpec.from_dict(data)
-    if spec.quantization is not None:
-        raise PipelineError(
-            f"{path}: a converted quantized {spec.architecture} (graph_rewriter.quantization); "
-            "quantization-aware fine-tuning is not supported: fine-tune the float model "
-            "(convert its zoo checkpoint without graph_rewriter), or use the converted "
-            "quantized model for predict/evaluate only"
+            f"{Path(converted_dir) / 'model_spec.json'}: a converted quantized "
+            f"{spec.architecture} (graph_rewriter.quantization); quantization-aware fine-tuning "
+            "is not supported: fine-tune the float model (convert its zoo checkpoint without "
+            "graph_rewriter), or use the converted quantized model for predict/evaluate only"
         )
     if num_classes and num_classes != spec.num_classes:
         spec = spec.with_num_classes(num_classes)
     return spec
 
 
-@task_factory.register_task_cls(SSDFinetuneTaskConfig)
-class SSDFinetuneTask(base_task.Task):
-    """Fine-tunes a converted TF1 SSD detector with TF1's targets and losses."""
+class FinetuneTask(base_task.Task):
+    """What fine-tuning a converted TF1 detector shares across families: restore, freezing,
+    optimizer (EMA over the trained variables only), data stream position (resume), metrics and
+    the train / validation steps. Families provide the network (`_build_network`), the inputs and
+    `compute_losses` (the per-replica share of the TF1 loss, whose `total_loss` is minimised)."""
+
+    loss_metrics: tuple[str, ...] = ()
+    # Loss terms that are per-replica shares of the global loss (summed over replicas for logs).
+    summed_losses: tuple[str, ...] = ()
 
     def __init__(self, params: SSDFinetuneTaskConfig, logging_dir: str | None = None, name=None):
         super().__init__(params, logging_dir=logging_dir, name=name)
-        from pipeline.modeling import anchors as anchors_lib
-
         self.spec = load_spec(params.converted_dir, params.num_classes)
-        self.losses = loss_settings(self.spec)
-        self.box_coder_scales = tuple(float(s) for s in self.spec.box_coder.scales)
-        self.anchors = tf.constant(anchors_lib.tf1_anchor_boxes(self.spec), tf.float32)
         self.freeze_plan: FreezePlan | None = None
         self.restore_report: RestoreReport | None = None
         self._regularized: list[tuple[tf.Variable, float]] = []
 
     # ---- model, restore, optimizer ----------------------------------------------------------
 
-    def build_model(self) -> tf_keras.Model:
-        from pipeline.modeling.builder import build_ssd_model
+    def _build_network(self) -> tf_keras.Model:
+        """The family's model with every variable created."""
+        raise NotImplementedError
 
-        model = build_ssd_model(self.spec)
-        height, width = self.spec.image_size
-        model(tf.zeros([1, height, width, 3]), training=False)  # create the variables
+    def _l2_weights(self, model: tf_keras.Model) -> list[tuple[tf.Variable, float]]:
+        """(variable, weight) of the trained weights L2-regularized (0.5 * w * sum(v^2))."""
+        raise NotImplementedError
+
+    def build_model(self) -> tf_keras.Model:
+        model = self._build_network()
         freeze = self.task_config.freeze
         if freeze.freeze_batch_norm:
             freeze_batch_norm(model)
@@ -106,19 +101,14 @@ class SSDFinetuneTask(base_task.Task):
         self._regularized = self._l2_weights(model)
         return model
 
-    def _l2_weights(self, model: tf_keras.Model) -> list[tuple[tf.Variable, float]]:
-        """The trained weights TF1 would L2-regularize, with TF1's weights
-        (`pipeline.modeling.regularization`); train.l2_weight_decay >= 0 replaces the weight."""
-        from pipeline.modeling.regularization import tf1_l2_weights
-
+    def _trained(self) -> set:
         assert self.freeze_plan is not None
-        uniform = self.task_config.l2_weight_decay
-        trained = {variable.ref() for variable in self.freeze_plan.trainable}
-        weights = []
-        for variable, weight in tf1_l2_weights(model, self.spec).values():
-            if variable.ref() in trained:
-                weights.append((variable, float(uniform) if uniform >= 0 else weight))
-        return [(variable, weight) for variable, weight in weights if weight > 0]
+        return {variable.ref() for variable in self.freeze_plan.trainable}
+
+    def l2_loss(self) -> tf.Tensor:
+        if not self._regularized:
+            return tf.constant(0.0)
+        return tf.add_n([0.5 * w * tf.reduce_sum(tf.square(v)) for v, w in self._regularized])
 
     def initialize(self, model: tf_keras.Model) -> None:
         """Restore the converted checkpoint (Orbit calls this only without a run checkpoint)."""
@@ -145,6 +135,9 @@ class SSDFinetuneTask(base_task.Task):
             )
         if isinstance(optimizer, optimization.ExponentialMovingAverage) and self.freeze_plan:
             optimizer.shadow_copy(_Trainable(self.freeze_plan.trainable))
+        # The step counter seeds sampling inside the replica function: create it here (the
+        # strategy's scope), not lazily inside a replica's step.
+        _ = optimizer.iterations
         return optimizer
 
     # ---- data --------------------------------------------------------------------------------
@@ -172,14 +165,13 @@ class SSDFinetuneTask(base_task.Task):
             params.augmentation_skip,
         )
 
-    def build_inputs(self, params: SSDDataConfig, input_context=None) -> tf.data.Dataset:
+    def input_settings(self, params: SSDDataConfig, input_context=None) -> inputs_lib.InputSettings:
+        """The shared input stream's settings for `params` (train or validation data)."""
         if input_context is not None:
             batch_size = input_context.get_per_replica_batch_size(params.global_batch_size)
         else:
             batch_size = params.global_batch_size
-        from pipeline.modeling.preprocessing import preprocess
-
-        settings = inputs_lib.InputSettings(
+        return inputs_lib.InputSettings(
             file_pattern=params.input_path,
             batch_size=batch_size,
             is_training=bool(params.is_training),
@@ -191,10 +183,105 @@ class SSDFinetuneTask(base_task.Task):
             drop_remainder=params.drop_remainder,
             cache_decoded_max_bytes=params.cache_decoded_max_mb * 2**20,
         )
+
+    def build_metrics(self, training: bool = True) -> list[tf_keras.metrics.Metric]:
+        del training
+        return [tf_keras.metrics.Mean(name, dtype=tf.float32) for name in self.loss_metrics]
+
+    def _global(self, losses: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The batch's values, identical on every replica (for logging)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return losses
+        summed = {
+            k: context.all_reduce(tf.distribute.ReduceOp.SUM, losses[k]) for k in self.summed_losses
+        }
+        return {**losses, **summed}
+
+    def train_step(self, inputs, model, optimizer, metrics=None) -> dict[str, tf.Tensor]:
+        assert self.freeze_plan is not None, "build_model() first"
+        variables = self.freeze_plan.trainable
+        with tf.GradientTape() as tape:
+            losses = self.compute_losses(model, inputs, True, optimizer.iterations)
+            loss = losses["total_loss"]
+            scaled = loss
+            if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+                scaled = optimizer.get_scaled_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
+            grads = optimizer.get_unscaled_gradients(grads)
+        optimizer.apply_gradients(list(zip(grads, variables, strict=True)))
+        return self._log(losses, metrics)
+
+    def validation_step(self, inputs, model, metrics=None) -> dict[str, tf.Tensor]:
+        # Validation draws its samples (two-stage models) with a fixed step: the same every time.
+        return self._log(
+            self.compute_losses(model, inputs, False, tf.constant(-1, tf.int64)), metrics
+        )
+
+    def compute_losses(
+        self, model: tf_keras.Model, inputs: Any, training: bool, step: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """The per-replica share of the TF1 loss for one batch (`step` seeds any sampling)."""
+        raise NotImplementedError
+
+    def _log(self, losses: dict[str, tf.Tensor], metrics) -> dict[str, tf.Tensor]:
+        losses = self._global(losses)
+        logs = {self.loss: losses["total_loss"]}
+        for metric in metrics or []:
+            metric.update_state(losses[metric.name])
+            logs[metric.name] = metric.result()
+        return logs
+
+
+@task_factory.register_task_cls(SSDFinetuneTaskConfig)
+class SSDFinetuneTask(FinetuneTask):
+    """Fine-tunes a converted TF1 SSD detector with TF1's targets and losses."""
+
+    loss_metrics = LOSS_METRICS
+    summed_losses = ("total_loss", "cls_loss", "box_loss")
+
+    def __init__(self, params: SSDFinetuneTaskConfig, logging_dir: str | None = None, name=None):
+        super().__init__(params, logging_dir=logging_dir, name=name)
+        from pipeline.modeling import anchors as anchors_lib
+        from pipeline.modeling.spec import SSDSpec
+
+        if not isinstance(self.spec, SSDSpec):
+            raise PipelineError(
+                f"{params.converted_dir}: a converted {self.spec.family} model is not an SSD"
+            )
+        self.losses = loss_settings(self.spec)
+        self.box_coder_scales = tuple(float(s) for s in self.spec.box_coder.scales)
+        self.anchors = tf.constant(anchors_lib.tf1_anchor_boxes(self.spec), tf.float32)
+
+    def _build_network(self) -> tf_keras.Model:
+        from pipeline.modeling.builder import build_ssd_model
+
+        model = build_ssd_model(self.spec)
+        height, width = self.spec.image_size
+        model(tf.zeros([1, height, width, 3]), training=False)  # create the variables
+        return model
+
+    def _l2_weights(self, model: tf_keras.Model) -> list[tuple[tf.Variable, float]]:
+        """The trained weights TF1 would L2-regularize, with TF1's weights
+        (`pipeline.modeling.regularization`); train.l2_weight_decay >= 0 replaces the weight."""
+        from pipeline.modeling.regularization import tf1_l2_weights
+
+        uniform = self.task_config.l2_weight_decay
+        trained = self._trained()
+        weights = []
+        for variable, weight in tf1_l2_weights(model, self.spec).values():
+            if variable.ref() in trained:
+                weights.append((variable, float(uniform) if uniform >= 0 else weight))
+        return [(variable, weight) for variable, weight in weights if weight > 0]
+
+    def build_inputs(self, params: SSDDataConfig, input_context=None) -> tf.data.Dataset:
+        from pipeline.modeling.preprocessing import preprocess
+
         spec = self.spec
         assigner = TF1TargetAssigner(self.anchors, matcher_settings(spec), self.box_coder_scales)
         return inputs_lib.build_dataset(
-            settings,
+            self.input_settings(params, input_context),
             lambda images: preprocess(images, spec),
             assigner,
             spec.num_classes,
@@ -225,57 +312,17 @@ class SSDFinetuneTask(base_task.Task):
             self.box_coder_scales,
             num_matches=num_matches,
         )
-        l2 = tf.constant(0.0)
-        if self._regularized:
-            l2 = tf.add_n([0.5 * w * tf.reduce_sum(tf.square(v)) for v, w in self._regularized])
+        l2 = self.l2_loss()
         losses["l2_loss"] = l2
         losses["total_loss"] = losses["cls_loss"] + losses["box_loss"] + l2 / num_replicas
         return losses
 
-    def build_metrics(self, training: bool = True) -> list[tf_keras.metrics.Metric]:
-        del training
-        return [tf_keras.metrics.Mean(name, dtype=tf.float32) for name in LOSS_METRICS]
-
-    def _global(self, losses: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """The batch's values, identical on every replica (for logging)."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
-            return losses
-        summed = {
-            k: context.all_reduce(tf.distribute.ReduceOp.SUM, losses[k])
-            for k in ("total_loss", "cls_loss", "box_loss")
-        }
-        return {**losses, **summed}
-
-    def train_step(self, inputs, model, optimizer, metrics=None) -> dict[str, tf.Tensor]:
+    def compute_losses(
+        self, model: tf_keras.Model, inputs: Any, training: bool, step: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        del step  # SSD targets are assigned in the input pipeline
         images, labels = inputs
-        assert self.freeze_plan is not None, "build_model() first"
-        variables = self.freeze_plan.trainable
-        with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
-            losses = self.build_losses(outputs, labels)
-            loss = losses["total_loss"]
-            scaled = loss
-            if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-                scaled = optimizer.get_scaled_loss(loss)
-        grads = tape.gradient(scaled, variables)
-        if isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer):
-            grads = optimizer.get_unscaled_gradients(grads)
-        optimizer.apply_gradients(list(zip(grads, variables, strict=True)))
-        return self._log(losses, metrics)
-
-    def validation_step(self, inputs, model, metrics=None) -> dict[str, tf.Tensor]:
-        images, labels = inputs
-        outputs = model(images, training=False)
-        return self._log(self.build_losses(outputs, labels), metrics)
-
-    def _log(self, losses: dict[str, tf.Tensor], metrics) -> dict[str, tf.Tensor]:
-        losses = self._global(losses)
-        logs = {self.loss: losses["total_loss"]}
-        for metric in metrics or []:
-            metric.update_state(losses[metric.name])
-            logs[metric.name] = metric.result()
-        return logs
+        return self.build_losses(model(images, training=training), labels)
 
 
 class _Trainable:

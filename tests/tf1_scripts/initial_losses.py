@@ -1,6 +1,7 @@
 """Run with the TF1 reference venv's python (../shared/tf1_reference): the TF1 OD API's own
-training losses (legacy trainer recipe: model_builder with is_training, provide_groundtruth,
-predict, loss, slim regularization losses) on one batch, with the weights of a TF1 checkpoint.
+training losses of an SSD or Faster R-CNN (legacy trainer recipe: model_builder with is_training,
+provide_groundtruth, predict, loss, slim regularization losses) on one batch, with the weights of
+a TF1 checkpoint.
 Prints JSON {loss name: value}.
 
     $VENV/bin/python initial_losses.py TF1_REFERENCE_DIR PIPELINE_CONFIG CHECKPOINT_PREFIX BATCH.npz
@@ -25,7 +26,7 @@ config_path, checkpoint, batch_path = sys.argv[2:5]
 config = pipeline_pb2.TrainEvalPipelineConfig()
 with open(config_path) as handle:
     text_format.Merge(handle.read(), config)
-num_classes = config.model.ssd.num_classes
+num_classes = getattr(config.model, config.model.WhichOneof("model")).num_classes
 data = np.load(batch_path)
 images, boxes, classes, counts = data["images"], data["boxes"], data["classes"], data["num_boxes"]
 graph = tf.Graph()
@@ -39,7 +40,7 @@ with graph.as_default():
     )
     prepared, shapes = model.preprocess(tf.constant(images.astype(np.float32)))
     losses = model.loss(model.predict(prepared, shapes), shapes)
-    regularization = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
+    regularization = tf.add_n([tf.constant(0.0), *tf.compat.v1.losses.get_regularization_losses()])
     fetches = {**losses, "regularization": regularization}
     fetches["total"] = tf.add_n(list(fetches.values()))
     names = {v.op.name: v for v in tf.compat.v1.global_variables() if v.op.name != "global_step"}

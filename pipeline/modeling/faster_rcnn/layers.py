@@ -174,6 +174,18 @@ def _scale_boxes(boxes: tf.Tensor, y_scale: tf.Tensor, x_scale: tf.Tensor) -> tf
     return tf.stack([ymin * y_scale, xmin * x_scale, ymax * y_scale, xmax * x_scale], axis=-1)
 
 
+def normalize_boxes(boxes: tf.Tensor, image_shape: tf.Tensor) -> tf.Tensor:
+    """box_list_ops.to_normalized_coordinates of [B, N, 4] absolute boxes, image_shape [B, 2]."""
+    shape = tf.cast(image_shape, tf.float32)
+    return _scale_boxes(boxes, 1.0 / shape[:, 0:1], 1.0 / shape[:, 1:2])
+
+
+def absolute_boxes(boxes: tf.Tensor, image_shape: tf.Tensor) -> tf.Tensor:
+    """ops.normalized_to_image_coordinates of [B, N, 4] normalized boxes, image_shape [B, 2]."""
+    shape = tf.cast(image_shape, tf.float32)
+    return _scale_boxes(boxes, shape[:, 0:1], shape[:, 1:2])
+
+
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class TF1ProposalGenerator(tf_keras.layers.Layer):
     """TF1 `_postprocess_rpn` with the `roi_generator` call signature of Model Garden."""
@@ -209,9 +221,18 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
         encodings = tf.concat(encodings, axis=1)
         logits = tf.concat(logits, axis=1)
         anchors = tf.concat(anchors, axis=0)
-        window = _image_window(image_shape)
         # TF1 clips the anchors (not the proposals) to the first image's window at inference.
-        anchors = clip_to_window(anchors, window[0])
+        anchors = clip_to_window(anchors, _image_window(image_shape)[0])
+        proposals, scores, _ = self.absolute_proposals(encodings, logits, anchors, image_shape)
+        return normalize_boxes(proposals, image_shape), scores
+
+    def absolute_proposals(
+        self, encodings: tf.Tensor, logits: tf.Tensor, anchors: tf.Tensor, image_shape: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """encodings [B, N, 4], logits [B, N, 2], anchors [N, 4] -> absolute proposals
+        [B, max_proposals, 4] (zero-padded), their objectness [B, P], their count [B]: TF1's
+        decoding, softmax and NMS clipped to `image_shape` (training prunes the anchors instead
+        of clipping them, then calls this)."""
         tf.debugging.assert_equal(
             tf.shape(anchors)[0], tf.shape(encodings)[1], "anchors do not match the RPN outputs"
         )
@@ -220,13 +241,11 @@ class TF1ProposalGenerator(tf_keras.layers.Layer):
             reciprocal=True,
         )  # fmt: skip
         objectness = tf.nn.softmax(logits)[..., 1:2]
-        proposals, scores, _, _ = tf1_batch_nms(
-            boxes[:, :, None, :], objectness, window, self._nms, self.box_clipping,
-            change_frame=False,
+        proposals, scores, _, count = tf1_batch_nms(
+            boxes[:, :, None, :], objectness, _image_window(image_shape), self._nms,
+            self.box_clipping, change_frame=False,
         )  # fmt: skip
-        shape = tf.cast(image_shape, tf.float32)
-        normalized = _scale_boxes(proposals, 1.0 / shape[:, 0:1], 1.0 / shape[:, 1:2])
-        return normalized, scores
+        return proposals, scores, count
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -302,9 +321,8 @@ class TF1SecondStageGenerator(tf_keras.layers.Layer):
         batch, num = shape[0], shape[1]
         num_classes = raw_scores.shape[-1] - 1
         encodings = tf.reshape(raw_boxes, [batch, num, num_classes, 4])
-        size = tf.cast(image_shape, tf.float32)
         # ops.normalized_to_image_coordinates: the absolute proposals TF1 decodes against.
-        absolute = _scale_boxes(proposals, size[:, 0:1], size[:, 1:2])
+        absolute = absolute_boxes(proposals, image_shape)
         tiled = tf.broadcast_to(absolute[:, :, None, :], tf.shape(encodings))
         boxes = decode_tf1_boxes(encodings, tiled, self._weights, reciprocal=True)
         scores = convert_scores(raw_scores, self._converter, self._logit_scale, True)

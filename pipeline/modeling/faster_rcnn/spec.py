@@ -40,7 +40,14 @@ FEATURES_STRIDES = {
     "faster_rcnn_inception_resnet_v2": (8,),
 }
 
-__all__ = ["BOX_CLIPPING_CHOICES", "FAMILY", "FasterRCNNSpec", "GridAnchorSpec", "NMSSpec"]
+__all__ = [
+    "BOX_CLIPPING_CHOICES",
+    "FAMILY",
+    "FasterRCNNSpec",
+    "FasterRCNNTrainingSpec",
+    "GridAnchorSpec",
+    "NMSSpec",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +73,30 @@ class NMSSpec:
     iou_threshold: float = 0.6
     max_detections_per_class: int = 100
     max_total_detections: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class FasterRCNNTrainingSpec:
+    """The faster_rcnn fields fine-tuning reads (TF1 proto defaults; the matchers' IoU thresholds
+    are constants of TF1's `create_target_assigner`, not config fields)."""
+
+    first_stage_minibatch_size: int = 256
+    first_stage_positive_balance_fraction: float = 0.5
+    first_stage_localization_loss_weight: float = 1.0
+    first_stage_objectness_loss_weight: float = 1.0
+    second_stage_batch_size: int = 64
+    second_stage_balance_fraction: float = 0.25
+    second_stage_localization_loss_weight: float = 1.0
+    second_stage_classification_loss_weight: float = 1.0
+    # 'weighted_softmax' (the default when unset) | 'weighted_sigmoid' | ...: fine-tuning refuses
+    # what it does not implement.
+    second_stage_classification_loss: str = "weighted_softmax"
+    second_stage_classification_logit_scale: float = 1.0
+    hard_example_miner: bool = False
+    use_static_balanced_label_sampler: bool = False
+    second_stage_dropout: bool = False  # mask_rcnn_box_predictor.use_dropout
+    # Config fields whose L2 (or L1) regularizer has a non-zero weight.
+    regularized_fields: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +131,7 @@ class FasterRCNNSpec:
     # Both stages' NMS, as SSD's (`pipeline.modeling.spec.BOX_CLIPPING_CHOICES`): the OD API of
     # TF <= 1.8 clips boxes to the image before NMS, later code after it.
     box_clipping: str = "before_nms"
+    training: FasterRCNNTrainingSpec = FasterRCNNTrainingSpec()
 
     @property
     def family(self) -> str:
