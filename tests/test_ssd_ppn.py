@@ -59,7 +59,7 @@ def test_sample_config_translates_to_the_ppn_spec(sample: Path) -> None:
          "ssd_anchor_generator.num_layers is 5 but ssd_mobilenet_v1_ppn makes 6"),
         ("reduce_boxes_in_lowest_layer: false", "reduce_boxes_in_lowest_layer: true",
          "ssd_anchor_generator.reduce_boxes_in_lowest_layer is true"),
-        ("share_prediction_tower: true", "share_prediction_tower: true\n        use_depthwise: true",
+        ("kernel_size: 1", "kernel_size: 1\n        use_depthwise: true",
          "weight_shared_convolutional_box_predictor.use_depthwise"),
         ("type: 'ssd_mobilenet_v1_ppn'", "type: 'ssd_mobilenet_v1'",
          "weight_shared_convolutional_box_predictor is supported with"),
@@ -111,7 +111,7 @@ def test_every_variable_is_mapped_by_layer(converted) -> None:
     assert mapped[f"{tower}/BatchNorm/feature_5/moving_mean"].layer is head._box_norms[5][0]
     # One tower: the class predictor reads the box tower's layers.
     assert head._cls_convs is head._box_convs and head._cls_norms is head._box_norms
-    assert not any("ClassPredictionTower" in name or "BoxPredictionTower" in name for name in mapped)
+    assert not [name for name in mapped if re.search("(Class|Box)PredictionTower", name)]
     assert mapped["WeightSharedConvolutionalBoxPredictor/ClassPredictor/weights"].class_dependent
     # TF1 builds the base to Conv2d_13_pointwise though the pyramid starts at Conv2d_11.
     assert mapped["FeatureExtractor/MobilenetV1/Conv2d_13_pointwise/weights"].module == "backbone"
