@@ -77,6 +77,31 @@ def test_unsupported_options_name_their_field(
     assert "\n" not in str(error.value)
 
 
+def test_the_shared_tower_runs_once_per_level() -> None:
+    """One tower output per level feeds both predictors: in training each per-level BatchNorm
+    takes one moving-average step per call (two would give 1 - m**2 of the batch mean)."""
+    import tensorflow as tf
+
+    from pipeline.modeling.heads import WeightSharedHead
+
+    head = WeightSharedHead(
+        min_level=4, max_level=5, num_classes=3, num_anchors_per_location=2, num_convs=1,
+        num_filters=8, kernel_size=1, norm_momentum=0.9, share_prediction_tower=True,
+    )  # fmt: skip
+    features = {
+        "4": tf.random.normal([2, 4, 4, 8], seed=1),
+        "5": tf.random.normal([2, 2, 2, 8], seed=2),
+    }
+    head(features, training=True)
+    conv = head._box_convs[0]
+    for index, level in enumerate("45"):
+        batch_mean = tf.reduce_mean(conv(features[level]), axis=[0, 1, 2]).numpy()
+        moving_mean = head._box_norms[index][0].moving_mean.numpy()
+        np.testing.assert_allclose(moving_mean, 0.1 * batch_mean, rtol=1e-5, atol=1e-7)
+    # One tower conv, a BatchNorm (gamma, beta) per level, the two predictors (kernel, bias).
+    assert len(head.trainable_variables) == 1 + 2 * 2 + 2 * 2
+
+
 @pytest.fixture(scope="module")
 def converted(sample: Path, tf1_reference_export, coco_tiny: Path, tmp_path_factory):
     from pipeline.conversion.convert import convert

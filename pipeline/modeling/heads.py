@@ -214,8 +214,8 @@ class WeightSharedHead(RetinaNetHead):
     shared across levels. TF1's tower convs have no bias (BatchNorm follows), hence
     `use_bias=False`; the class predictor starts at `class_prediction_bias_init` as TF1's does.
     With `share_prediction_tower` TF1 builds one tower (`PredictionTower`) whose output feeds
-    both predictors: the class tower is then the box tower's layers (RetinaNetHead applies
-    them once per predictor, the same result)."""
+    both predictors: the class tower is then the box tower's layers, computed once per level
+    (so that training updates each BatchNorm's moving averages once per step, as TF1 does)."""
 
     def __init__(
         self,
@@ -291,6 +291,20 @@ class WeightSharedHead(RetinaNetHead):
                     )
             layout.add(f"{WEIGHT_SHARED_SCOPE}/{name}", "conv_bias", predictor, None,
                        class_dependent)  # fmt: skip
+
+    def _apply_prediction_tower(self, features: tf.Tensor, convs: Any, norms: Any) -> tf.Tensor:
+        """RetinaNetHead.call asks for the class tower, then the box tower, of each level; with
+        a shared tower both are the same layers on the same features: the second request gets
+        the first's output."""
+        cached = getattr(self, "_shared_tower_output", None)
+        if cached is not None and cached[0] is features and cached[1] is norms:
+            object.__setattr__(self, "_shared_tower_output", None)
+            return cached[2]
+        x = super()._apply_prediction_tower(features, convs, norms)
+        if self._config_dict["share_prediction_tower"]:
+            # Not a tracked attribute: a transient of one call.
+            object.__setattr__(self, "_shared_tower_output", (features, norms, x))
+        return x
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config_dict)
