@@ -20,6 +20,7 @@ registered as `tf1_ppn`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -347,31 +348,24 @@ def _build_decoder(
     )
 
 
-@factory.register_decoder_builder(DECODER_TYPE)
-def build_ssd_extra_layers(
-    input_specs: dict[str, tf.TensorShape],
-    model_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_ssd_extra_layers')."""
-    return _build_decoder(SSDExtraLayers, DECODER_TYPE, input_specs, model_config, l2_regularizer)
+def _register(decoder_type: str, decoder_class: type[TF1FunctionalModel]) -> Callable[..., Any]:
+    """Register `decoder_class` with Model Garden's decoder factory as `decoder_type`."""
+
+    def build(
+        input_specs: dict[str, tf.TensorShape],
+        model_config: hyperparams.Config,
+        l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
+    ) -> tf_keras.Model:
+        return _build_decoder(
+            decoder_class, decoder_type, input_specs, model_config, l2_regularizer
+        )
+
+    build.__doc__ = (
+        f"Model Garden decoder factory entry (model_config.decoder.type {decoder_type!r})."
+    )
+    return factory.register_decoder_builder(decoder_type)(build)
 
 
-@factory.register_decoder_builder(FPN_DECODER_TYPE)
-def build_tf1_fpn(
-    input_specs: dict[str, tf.TensorShape],
-    model_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_fpn')."""
-    return _build_decoder(TF1FPN, FPN_DECODER_TYPE, input_specs, model_config, l2_regularizer)
-
-
-@factory.register_decoder_builder(PPN_DECODER_TYPE)
-def build_tf1_ppn(
-    input_specs: dict[str, tf.TensorShape],
-    model_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_ppn')."""
-    return _build_decoder(TF1PPN, PPN_DECODER_TYPE, input_specs, model_config, l2_regularizer)
+build_ssd_extra_layers = _register(DECODER_TYPE, SSDExtraLayers)
+build_tf1_fpn = _register(FPN_DECODER_TYPE, TF1FPN)
+build_tf1_ppn = _register(PPN_DECODER_TYPE, TF1PPN)
