@@ -29,12 +29,13 @@ UNSUPPORTED_SAMPLES = {
     "mask_rcnn_inception_v2_coco.config": "faster_rcnn_inception_v2",
     "mask_rcnn_resnet50_atrous_coco.config": "faster_rcnn_resnet50",
     "rfcn_resnet101_coco.config": "faster_rcnn_resnet101",
-    "ssd_mobilenet_v1_ppn_shared_box_predictor_300x300_coco14_sync.config": "ssd_mobilenet_v1_ppn",
 }
-# Parsed (and converted) in tests/test_ssd_fpn.py and tests/test_ssd_resnet_fpn.py.
-FPN_SAMPLES = (
+# Parsed (and converted) in tests/test_ssd_fpn.py, tests/test_ssd_resnet_fpn.py and
+# tests/test_ssd_ppn.py.
+WEIGHT_SHARED_SAMPLES = (
     "ssd_mobilenet_v1_fpn_shared_box_predictor_640x640_coco14_sync.config",
     "ssd_resnet50_v1_fpn_shared_box_predictor_640x640_coco14_sync.config",
+    "ssd_mobilenet_v1_ppn_shared_box_predictor_300x300_coco14_sync.config",
 )
 FOCAL_LOSS_SAMPLES = ("ssd_mobilenet_v1_0.75_depth_300x300_coco14_sync.config",)
 # Quantized graphs (graph_rewriter.quantization): parsed in tests/test_quantized.py.
@@ -48,7 +49,7 @@ F32 = np.float32
 def test_every_sample_config_is_classified(od_api_configs: Path) -> None:
     names = {p.name for p in od_api_configs.glob("*.config")}
     classified = set(SUPPORTED_SAMPLES) | set(UNSUPPORTED_SAMPLES) | set(QUANTIZED_SAMPLES)
-    assert names == classified | set(FPN_SAMPLES)
+    assert names == classified | set(WEIGHT_SHARED_SAMPLES)
 
 
 @pytest.mark.parametrize("name", sorted(SUPPORTED_SAMPLES))

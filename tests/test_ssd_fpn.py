@@ -57,8 +57,8 @@ def test_config_translates_to_the_fpn_spec(zoo: Path, od_api_configs: Path) -> N
 @pytest.mark.parametrize(
     ("old", "new", "field"),
     [
-        ("kernel_size: 3", "kernel_size: 3\n        share_prediction_tower: true",
-         "share_prediction_tower"),
+        ("kernel_size: 3", "kernel_size: 3\n        apply_conv_hyperparams_to_heads: true",
+         "apply_conv_hyperparams_to_heads"),
         ('type: "ssd_mobilenet_v1_fpn"', 'type: "ssd_mobilenet_v1_fpn"\n      use_depthwise: true',
          "feature_extractor.use_depthwise"),
         ("max_level: 7\n        anchor_scale", "max_level: 6\n        anchor_scale",

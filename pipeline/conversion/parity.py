@@ -533,11 +533,16 @@ def base_causes(spec: Any) -> str:
 
 
 def level_names(spec: Any) -> list[str]:
-    """For an FPN SSD, each level's name and the TF1 layer producing it ('P3 (fpn/smoothing_1)');
-    empty otherwise."""
+    """For an FPN or PPN SSD, each level's name and the TF1 layer producing it
+    ('P3 (fpn/smoothing_1)', 'P5 (MaxPool2d_0_2x2)'); empty otherwise."""
+    from pipeline.modeling.anchors import levels
+    from pipeline.modeling.decoders import fpn_level_scopes, ppn_level_scopes
+
+    if getattr(spec, "is_ppn", False):
+        scopes = ppn_level_scopes(spec.anchors.num_layers)
+        return [f"P{level} ({scope})" for level, scope in zip(levels(spec), scopes, strict=True)]
     if not getattr(spec, "is_fpn", False):
         return []
-    from pipeline.modeling.decoders import fpn_level_scopes
 
     fpn = spec.feature_extractor.fpn
     scopes = fpn_level_scopes(spec.architecture, fpn.min_level, fpn.max_level)

@@ -64,6 +64,9 @@ SCOPES = {
     "ssd_mobilenet_v2": "FeatureExtractor/MobilenetV2",
     "ssd_mobilenet_v1": "FeatureExtractor/MobilenetV1",
     "ssd_mobilenet_v1_fpn": "FeatureExtractor/MobilenetV1",
+    # The PPN taps Conv2d_11_pointwise ('4') but TF1 builds the base to Conv2d_13_pointwise, whose
+    # variables are in its checkpoints: the backbone keeps the SSD taps ('5' goes unused).
+    "ssd_mobilenet_v1_ppn": "FeatureExtractor/MobilenetV1",
     **{architecture: "FeatureExtractor/MobilenetV3" for architecture in defs.V3_DETECTION},
     inception.ARCHITECTURE: inception.SCOPE,
     **{name: resnet_v1.ssd_scope(depth) for name, depth in RESNET_FPN_DEPTHS.items()},

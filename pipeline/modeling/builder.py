@@ -29,9 +29,11 @@ from pipeline.modeling import inception, resnet_v1
 from pipeline.modeling.backbones import BackboneConfig, TF1SSDMobileNetConfig
 from pipeline.modeling.decoders import (
     FPN_DECODER_TYPE,
+    PPN_DECODER_TYPE,
     DecoderConfig,
     SSDExtraLayersConfig,
     TF1FPNConfig,
+    TF1PPNConfig,
 )
 from pipeline.modeling.faster_rcnn.spec import FAMILY as FASTER_RCNN
 from pipeline.modeling.faster_rcnn.spec import FasterRCNNSpec
@@ -80,6 +82,7 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
     takes_activation = spec.architecture in (
         "ssd_mobilenet_v1",
         "ssd_mobilenet_v1_fpn",
+        "ssd_mobilenet_v1_ppn",
         inception.ARCHITECTURE,
     )
     base_activation = extractor.activation if override and takes_activation else "relu6"
@@ -137,6 +140,13 @@ def model_config(spec: SSDSpec) -> SSDModelConfig:
                 norm_epsilon=extractor.batch_norm_epsilon,
                 batch_norm_scale=extractor.batch_norm_scale,
                 batch_norm_center=extractor.batch_norm_center,
+            ),
+        )
+    elif spec.is_ppn:
+        decoder = DecoderConfig(
+            type=PPN_DECODER_TYPE,
+            tf1_ppn=TF1PPNConfig(
+                architecture=spec.architecture, num_layers=spec.anchors.num_layers
             ),
         )
     else:
@@ -209,6 +219,7 @@ def build_ssd_model(spec: SSDSpec) -> RetinaNetModel:
             num_anchors_per_location=per_location[0],
             num_convs=predictor.num_layers_before_predictor,
             num_filters=predictor.depth,
+            share_prediction_tower=predictor.share_prediction_tower,
             **head_kwargs,
         )
     else:

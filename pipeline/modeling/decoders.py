@@ -12,11 +12,15 @@ BatchNorm and the config's activation — Model Garden's `Conv2DBNBlock` and
 
 The FPN of TF1's FPN feature extractors (`fpn_top_down_feature_maps` + stride-2 convs above
 level 5, `TF1FPN`), registered as `tf1_fpn`.
+
+The pooling pyramid of TF1's PPN feature extractor (`pooling_pyramid_feature_maps`, `TF1PPN`),
+registered as `tf1_ppn`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -35,6 +39,7 @@ from pipeline.modeling.tf1_layout import TF1Layout, bn_implied
 
 DECODER_TYPE = "tf1_ssd_extra_layers"
 FPN_DECODER_TYPE = "tf1_fpn"
+PPN_DECODER_TYPE = "tf1_ppn"
 
 
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
@@ -231,6 +236,53 @@ class TF1FPN(TF1FunctionalModel):
         self._finish(inputs, outputs, layout, self._config_dict, **kwargs)
 
 
+def ppn_level_scopes(num_layers: int) -> list[str]:
+    """The TF1 feature-map key of each PPN level, lowest first (`pooling_pyramid_feature_maps`
+    with base_feature_map_depth 0: the bare base map, then `MaxPool2d_i_2x2`)."""
+    return ["Base_Conv2d_1x1_0"] + [f"MaxPool2d_{i}_2x2" for i in range(num_layers - 1)]
+
+
+@tf_keras.utils.register_keras_serializable(package="Pipeline")
+class TF1PPN(TF1FunctionalModel):
+    """TF1 `pooling_pyramid_feature_maps` as SSDMobileNetV1PpnFeatureExtractor calls it
+    (base_feature_map_depth 0, so no 1x1 conv and no variables): level 4 is the stride-16 base
+    map ('4', Conv2d_11_pointwise) itself, each further level a 2x2 stride-2 'SAME' max pool of
+    the previous one: {'4', ...} -> {'4', ..., str(3 + num_layers)}. Other inputs (the
+    backbone's '5', Conv2d_13_pointwise, which TF1 builds but the PPN does not read) are unused.
+    Keras' MaxPooling2D is tf.nn.max_pool, TF1's op."""
+
+    def __init__(
+        self,
+        input_specs: dict[str, tf.TensorShape],
+        architecture: str = "ssd_mobilenet_v1_ppn",
+        num_layers: int = 6,
+        **kwargs: Any,
+    ) -> None:
+        for unused in ("norm_momentum", "use_sync_bn", "kernel_regularizer"):
+            kwargs.pop(unused, None)
+        self._config_dict = {
+            "input_specs": input_specs,
+            "architecture": architecture,
+            "num_layers": num_layers,
+        }
+        inputs = {level: tf_keras.Input(shape=shape[1:]) for level, shape in input_specs.items()}
+        base = min(int(level) for level in inputs)
+        x = inputs[str(base)]
+        outputs = {str(base): x}
+        for index in range(1, num_layers):
+            x = tf_keras.layers.MaxPooling2D(pool_size=2, strides=2, padding="same")(x)
+            outputs[str(base + index)] = x
+        self._finish(inputs, outputs, TF1Layout("decoder"), self._config_dict, **kwargs)
+
+
+@dataclasses.dataclass
+class TF1PPNConfig(hyperparams.Config):
+    """Model Garden config of the `tf1_ppn` decoder."""
+
+    architecture: str = "ssd_mobilenet_v1_ppn"
+    num_layers: int = 6
+
+
 @dataclasses.dataclass
 class TF1FPNConfig(hyperparams.Config):
     """Model Garden config of the `tf1_fpn` decoder."""
@@ -272,6 +324,7 @@ class DecoderConfig(hyperparams.OneOfConfig):
         default_factory=SSDExtraLayersConfig
     )
     tf1_fpn: TF1FPNConfig = dataclasses.field(default_factory=TF1FPNConfig)
+    tf1_ppn: TF1PPNConfig = dataclasses.field(default_factory=TF1PPNConfig)
 
 
 def _block_kwargs(config: dict[str, Any]) -> dict[str, Any]:
@@ -302,21 +355,24 @@ def _build_decoder(
     )
 
 
-@factory.register_decoder_builder(DECODER_TYPE)
-def build_ssd_extra_layers(
-    input_specs: dict[str, tf.TensorShape],
-    model_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_ssd_extra_layers')."""
-    return _build_decoder(SSDExtraLayers, DECODER_TYPE, input_specs, model_config, l2_regularizer)
+def _register(decoder_type: str, decoder_class: type[TF1FunctionalModel]) -> Callable[..., Any]:
+    """Register `decoder_class` with Model Garden's decoder factory as `decoder_type`."""
+
+    def build(
+        input_specs: dict[str, tf.TensorShape],
+        model_config: hyperparams.Config,
+        l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
+    ) -> tf_keras.Model:
+        return _build_decoder(
+            decoder_class, decoder_type, input_specs, model_config, l2_regularizer
+        )
+
+    build.__doc__ = (
+        f"Model Garden decoder factory entry (model_config.decoder.type {decoder_type!r})."
+    )
+    return factory.register_decoder_builder(decoder_type)(build)
 
 
-@factory.register_decoder_builder(FPN_DECODER_TYPE)
-def build_tf1_fpn(
-    input_specs: dict[str, tf.TensorShape],
-    model_config: hyperparams.Config,
-    l2_regularizer: tf_keras.regularizers.Regularizer | None = None,
-) -> tf_keras.Model:
-    """Model Garden decoder factory entry (model_config.decoder.type 'tf1_fpn')."""
-    return _build_decoder(TF1FPN, FPN_DECODER_TYPE, input_specs, model_config, l2_regularizer)
+build_ssd_extra_layers = _register(DECODER_TYPE, SSDExtraLayers)
+build_tf1_fpn = _register(FPN_DECODER_TYPE, TF1FPN)
+build_tf1_ppn = _register(PPN_DECODER_TYPE, TF1PPN)

@@ -212,7 +212,10 @@ class WeightSharedHead(RetinaNetHead):
     each followed by a BatchNorm of its own per level and relu6 (TF1 applies tf.nn.relu6 whatever
     the conv_hyperparams activation), then one box and one class predictor conv (with bias)
     shared across levels. TF1's tower convs have no bias (BatchNorm follows), hence
-    `use_bias=False`; the class predictor starts at `class_prediction_bias_init` as TF1's does."""
+    `use_bias=False`; the class predictor starts at `class_prediction_bias_init` as TF1's does.
+    With `share_prediction_tower` TF1 builds one tower (`PredictionTower`) whose output feeds
+    both predictors: the class tower is then the box tower's layers, computed once per level
+    (so that training updates each BatchNorm's moving averages once per step, as TF1 does)."""
 
     def __init__(
         self,
@@ -229,6 +232,7 @@ class WeightSharedHead(RetinaNetHead):
         norm_momentum: float = 0.9997,
         norm_epsilon: float = 0.001,
         kernel_regularizer: Any = None,
+        share_prediction_tower: bool = False,
         **kwargs: Any,
     ) -> None:
         for fixed in ("share_level_convs", "use_separable_conv", "activation"):
@@ -253,22 +257,27 @@ class WeightSharedHead(RetinaNetHead):
             class_prediction_bias_init,
             batch_norm_scale=batch_norm_scale,
             batch_norm_center=batch_norm_center,
+            share_prediction_tower=share_prediction_tower,
         )
         self._conv_kwargs.update(kernel_size=kernel_size, use_bias=False)
         self._bn_kwargs.update(scale=batch_norm_scale, center=batch_norm_center)
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
+        shared = self._config_dict["share_prediction_tower"]
+        if shared:
+            # The class tower's own layers are dropped before they are ever called (no weights).
+            self._cls_convs, self._cls_norms = self._box_convs, self._box_norms
         layout = self.tf1_layout
         layout.records.clear()
         implied = bn_implied(
             self._config_dict["batch_norm_scale"], self._config_dict["batch_norm_center"], ""
         )
         for tower, convs, norms, predictor, name, class_dependent in (
-            ("BoxPredictionTower", self._box_convs, self._box_norms, self._box_regressor,
-             "BoxPredictor", False),
-            ("ClassPredictionTower", self._cls_convs, self._cls_norms, self._classifier,
-             "ClassPredictor", True),
+            ("PredictionTower" if shared else "BoxPredictionTower", self._box_convs,
+             self._box_norms, self._box_regressor, "BoxPredictor", False),
+            ("ClassPredictionTower", [] if shared else self._cls_convs, self._cls_norms,
+             self._classifier, "ClassPredictor", True),
         ):  # fmt: skip
             for index, conv in enumerate(convs):
                 scope = f"{WEIGHT_SHARED_SCOPE}/{tower}/conv2d_{index}"
@@ -282,6 +291,20 @@ class WeightSharedHead(RetinaNetHead):
                     )
             layout.add(f"{WEIGHT_SHARED_SCOPE}/{name}", "conv_bias", predictor, None,
                        class_dependent)  # fmt: skip
+
+    def _apply_prediction_tower(self, features: tf.Tensor, convs: Any, norms: Any) -> tf.Tensor:
+        """RetinaNetHead.call asks for the class tower, then the box tower, of each level; with
+        a shared tower both are the same layers on the same features: the second request gets
+        the first's output."""
+        cached = getattr(self, "_shared_tower_output", None)
+        if cached is not None and cached[0] is features and cached[1] is norms:
+            object.__setattr__(self, "_shared_tower_output", None)
+            return cached[2]
+        x = super()._apply_prediction_tower(features, convs, norms)
+        if self._config_dict["share_prediction_tower"]:
+            # Not a tracked attribute: a transient of one call.
+            object.__setattr__(self, "_shared_tower_output", (features, norms, x))
+        return x
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config_dict)

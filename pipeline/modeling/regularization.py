@@ -27,6 +27,7 @@ _KERNEL_LEAVES = ("weights", "depthwise_weights", "pointwise_weights")
 BASE_ARG_SCOPES = {
     "ssd_mobilenet_v1": (0.00004, True),
     "ssd_mobilenet_v1_fpn": (0.00004, True),
+    "ssd_mobilenet_v1_ppn": (0.00004, True),
     "ssd_mobilenet_v2": (0.00004, False),
     "ssd_mobilenet_v3_large": (0.00004, False),
     "ssd_mobilenet_v3_small": (0.00004, False),

@@ -27,6 +27,7 @@ SUPPORTED_ARCHITECTURES = (
     "ssd_resnet50_v1_fpn",
     "ssd_resnet101_v1_fpn",
     "ssd_resnet152_v1_fpn",
+    "ssd_mobilenet_v1_ppn",
 )
 # feature_extractor.type -> ResNet v1 depth of the RetinaNets (SSDResnet{50,101,152}V1Fpn).
 RESNET_FPN_DEPTHS = {f"ssd_resnet{depth}_v1_fpn": depth for depth in (50, 101, 152)}
@@ -38,6 +39,13 @@ FPN_ARCHITECTURES = (
     "ssd_resnet101_v1_fpn",
     "ssd_resnet152_v1_fpn",
 )
+# Architectures whose feature maps are a TF1 pooling pyramid (`pooling_pyramid_feature_maps`:
+# the base map then 2x2 stride-2 max pools) and whose box predictor is the weight-shared one.
+PPN_ARCHITECTURES = ("ssd_mobilenet_v1_ppn",)
+# SSDMobileNetV1PpnFeatureExtractor calls pooling_pyramid_feature_maps(num_layers=6) whatever
+# feature_extractor.num_layers says.
+PPN_NUM_LAYERS = 6
+WEIGHT_SHARED_ARCHITECTURES = FPN_ARCHITECTURES + PPN_ARCHITECTURES
 # Architectures whose TF1 quantized graphs (`graph_rewriter { quantization {} }`, built by
 # tf.contrib.quantize) are reproduced (pipeline.modeling.quantization).
 QUANTIZED_ARCHITECTURES = ("ssd_mobilenet_v1", "ssd_mobilenet_v2")
@@ -108,6 +116,8 @@ class BoxPredictorSpec:
     weight_shared: bool = False
     depth: int = 0
     num_layers_before_predictor: int = 0
+    # Weight-shared only: one tower (`PredictionTower`) feeds both predictors.
+    share_prediction_tower: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +262,10 @@ class SSDSpec:
     @property
     def is_fpn(self) -> bool:
         return self.architecture in FPN_ARCHITECTURES
+
+    @property
+    def is_ppn(self) -> bool:
+        return self.architecture in PPN_ARCHITECTURES
 
     @property
     def num_class_slots(self) -> int:

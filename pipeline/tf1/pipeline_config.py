@@ -18,9 +18,12 @@ from pipeline.errors import PipelineError
 from pipeline.modeling.faster_rcnn.spec import SUPPORTED_ARCHITECTURES as FASTER_RCNN_ARCHITECTURES
 from pipeline.modeling.spec import (
     FPN_ARCHITECTURES,
+    PPN_ARCHITECTURES,
+    PPN_NUM_LAYERS,
     QUANTIZED_ARCHITECTURES,
     RESNET_FPN_DEPTHS,
     SUPPORTED_ARCHITECTURES,
+    WEIGHT_SHARED_ARCHITECTURES,
     AnchorSpec,
     BoxCoderSpec,
     BoxPredictorSpec,
@@ -306,15 +309,15 @@ class _Translator:
     def box_predictor(self, ssd: Any) -> BoxPredictorSpec:
         kind = ssd.box_predictor.WhichOneof("box_predictor_oneof")
         field = "model.ssd.box_predictor"
-        fpn = ssd.feature_extractor.type in FPN_ARCHITECTURES
-        if fpn or kind == "weight_shared_convolutional_box_predictor":
-            if not fpn or kind != "weight_shared_convolutional_box_predictor":
+        weight_shared = ssd.feature_extractor.type in WEIGHT_SHARED_ARCHITECTURES
+        if weight_shared or kind == "weight_shared_convolutional_box_predictor":
+            if not weight_shared or kind != "weight_shared_convolutional_box_predictor":
                 raise self.fail(
                     field,
                     f"is {kind or 'missing'} with feature_extractor.type "
                     f"{ssd.feature_extractor.type}",
                     "weight_shared_convolutional_box_predictor is supported with "
-                    f"{', '.join(FPN_ARCHITECTURES)} only, and those need it",
+                    f"{', '.join(WEIGHT_SHARED_ARCHITECTURES)} only, and those need it",
                 )
             return self.weight_shared_box_predictor(ssd)
         if kind != "convolutional_box_predictor":
@@ -355,7 +358,6 @@ class _Translator:
         predictor = ssd.box_predictor.weight_shared_convolutional_box_predictor
         field = "model.ssd.box_predictor.weight_shared_convolutional_box_predictor"
         for name in (
-            "share_prediction_tower",
             "use_depthwise",
             "apply_conv_hyperparams_to_heads",
             "apply_conv_hyperparams_pointwise",
@@ -391,6 +393,7 @@ class _Translator:
             weight_shared=True,
             depth=int(predictor.depth),
             num_layers_before_predictor=int(predictor.num_layers_before_predictor),
+            share_prediction_tower=bool(predictor.share_prediction_tower),
             **hyper,
         )
 
@@ -439,7 +442,21 @@ class _Translator:
             )
         gen = ssd.anchor_generator.ssd_anchor_generator
         field = f"{field}.ssd_anchor_generator"
-        if gen.num_layers != ssd.feature_extractor.num_layers:
+        if ssd.feature_extractor.type in PPN_ARCHITECTURES:
+            if gen.num_layers != PPN_NUM_LAYERS:
+                raise self.fail(
+                    f"{field}.num_layers",
+                    f"is {gen.num_layers} but {ssd.feature_extractor.type} makes "
+                    f"{PPN_NUM_LAYERS} feature maps",
+                    f"set it to {PPN_NUM_LAYERS}",
+                )
+            if gen.reduce_boxes_in_lowest_layer:
+                raise self.fail(
+                    f"{field}.reduce_boxes_in_lowest_layer",
+                    "is true",
+                    "the weight-shared predictor needs equal anchors per location: set it false",
+                )
+        elif gen.num_layers != ssd.feature_extractor.num_layers:
             raise self.fail(
                 f"{field}.num_layers",
                 f"is {gen.num_layers} but feature_extractor.num_layers is "
