@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install repro test test-fast test-slow lint bench params clean-venv
+.PHONY: install repro test test-extended test-fast test-slow lint bench params clean-venv
 
 install: $(STAMP)
 
@@ -19,7 +19,10 @@ repro: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not extended"
+
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -m extended
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

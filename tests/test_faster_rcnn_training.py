@@ -72,7 +72,10 @@ def _tf2_losses(converted: Path, batch: Path) -> dict[str, float]:
 @pytest.mark.parametrize(
     ("zoo_name", "proposals"),
     # ResNet50's seeded weights need more proposals for some to overlap a box by IoU 0.5.
-    [(ZOO, 100), ("faster_rcnn_resnet50_coco_2018_01_28", 300)],
+    [
+        (ZOO, 100),
+        pytest.param("faster_rcnn_resnet50_coco_2018_01_28", 300, marks=pytest.mark.extended),
+    ],
 )
 def test_two_stage_losses_equal_the_tf1_od_apis(
     tf1_reference_python, tf1_reference_dir, tf1_reference_export, tf1_zoo_dir, zoo_name,

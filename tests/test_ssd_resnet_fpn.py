@@ -161,7 +161,9 @@ def tf1_variables(tf1_reference_python: Path, tf1_reference_dir: Path, small_con
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize(
+    "depth", [50, *(pytest.param(d, marks=pytest.mark.extended) for d in DEPTHS[1:])]
+)
 def test_variables_are_the_tf1_od_apis(depth: int, small_configs, tf1_variables) -> None:
     from pipeline.modeling.builder import build_ssd_model
     from pipeline.modeling.tf1_layout import model_records
@@ -234,6 +236,7 @@ def test_convert_passes_parity_with_the_tf1_od_apis_export(converted) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_relu_in_place_of_the_overriding_relu6_fails_parity(
     converted, reference_export: Path, coco_tiny: Path
 ) -> None:
@@ -284,6 +287,7 @@ def test_training_losses_equal_the_tf1_od_apis(
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_regularized_weights_without_the_override_are_tf1s(
     small_configs, tf1_reference_python, tf1_reference_dir, tmp_path: Path
 ) -> None:
