@@ -99,6 +99,27 @@ _PREPROCESSING_STEPS = {
     "ssd_random_crop_fixed_aspect_ratio": "SSDRandomCropFixedAspectRatio",
 }
 
+
+def _crop_fields(clip_boxes_number: int, defaults: bool) -> list[tuple[Any, ...]]:
+    """The crop arguments RandomCropImage, RandomCropPadImage and the SSD crop operations share
+    (preprocessor.proto numbers them alike but for clip_boxes); the operations have no defaults."""
+    values = (
+        ("min_object_covered", 1.0),
+        ("min_aspect_ratio", 0.75),
+        ("max_aspect_ratio", 1.33),
+        ("min_area", 0.1),
+        ("max_area", 1.0),
+        ("overlap_thresh", 0.3),
+    )
+    fields: list[tuple[Any, ...]] = [
+        (name, number, "float", default if defaults else None)
+        for number, (name, default) in enumerate(values, start=1)
+    ]
+    fields.append(("clip_boxes", clip_boxes_number, "bool", True))
+    fields.append(("random_coef", 7, "float", 0.0 if defaults else None))
+    return fields
+
+
 # message name -> {"fields": [(name, number, type, default-or-None, repeated?)],
 #                  "oneofs": {oneof name: [field names]},
 #                  "enums": {enum name: [values] or {value: number}}}
@@ -163,14 +184,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "RandomDistortColor": {"fields": [("color_ordering", 1, "int32", 0)]},
     "RandomCropImage": {
         "fields": [
-            ("min_object_covered", 1, "float", 1.0),
-            ("min_aspect_ratio", 2, "float", 0.75),
-            ("max_aspect_ratio", 3, "float", 1.33),
-            ("min_area", 4, "float", 0.1),
-            ("max_area", 5, "float", 1.0),
-            ("overlap_thresh", 6, "float", 0.3),
-            ("clip_boxes", 8, "bool", True),
-            ("random_coef", 7, "float", 0.0),
+            *_crop_fields(clip_boxes_number=8, defaults=True),
         ]
     },
     "RandomPadImage": {
@@ -192,14 +206,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "SSDRandomCrop": {"fields": [("operations", 1, "SSDRandomCropOperation", None, True)]},
     "SSDRandomCropOperation": {
         "fields": [
-            ("min_object_covered", 1, "float"),
-            ("min_aspect_ratio", 2, "float"),
-            ("max_aspect_ratio", 3, "float"),
-            ("min_area", 4, "float"),
-            ("max_area", 5, "float"),
-            ("overlap_thresh", 6, "float"),
-            ("clip_boxes", 8, "bool", True),
-            ("random_coef", 7, "float"),
+            *_crop_fields(clip_boxes_number=8, defaults=False),
         ]
     },
     "RandomVerticalFlip": {
@@ -234,14 +241,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     },
     "RandomCropPadImage": {
         "fields": [
-            ("min_object_covered", 1, "float", 1.0),
-            ("min_aspect_ratio", 2, "float", 0.75),
-            ("max_aspect_ratio", 3, "float", 1.33),
-            ("min_area", 4, "float", 0.1),
-            ("max_area", 5, "float", 1.0),
-            ("overlap_thresh", 6, "float", 0.3),
-            ("clip_boxes", 11, "bool", True),
-            ("random_coef", 7, "float", 0.0),
+            *_crop_fields(clip_boxes_number=11, defaults=True),
             ("min_padded_size_ratio", 8, "float", None, True),
             ("max_padded_size_ratio", 9, "float", None, True),
             ("pad_color", 10, "float", None, True),
@@ -257,14 +257,7 @@ _MESSAGES: dict[str, dict[str, Any]] = {
     "SSDRandomCropPad": {"fields": [("operations", 1, "SSDRandomCropPadOperation", None, True)]},
     "SSDRandomCropPadOperation": {
         "fields": [
-            ("min_object_covered", 1, "float"),
-            ("min_aspect_ratio", 2, "float"),
-            ("max_aspect_ratio", 3, "float"),
-            ("min_area", 4, "float"),
-            ("max_area", 5, "float"),
-            ("overlap_thresh", 6, "float"),
-            ("clip_boxes", 13, "bool", True),
-            ("random_coef", 7, "float"),
+            *_crop_fields(clip_boxes_number=13, defaults=False),
             ("min_padded_size_ratio", 8, "float", None, True),
             ("max_padded_size_ratio", 9, "float", None, True),
             ("pad_color_r", 10, "float"),
