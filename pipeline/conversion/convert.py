@@ -43,8 +43,9 @@ def target_spec(source: Any, num_classes: int | None) -> Any:
         raise PipelineError(
             f"--num-classes: {num_classes} differs from the quantized model's "
             f"{source.num_classes}; fresh class predictors of a quantized graph would have no "
-            "trained fake-quant ranges (and quantized models are not fine-tuned): convert with "
-            "the model's own class count"
+            "trained fake-quant ranges to compare with the TF1 graph: convert with the model's "
+            "own class count and change it when fine-tuning (train.num_classes), where the "
+            "ranges are learned"
         )
     return source.with_num_classes(num_classes)
 

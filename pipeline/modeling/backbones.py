@@ -226,7 +226,7 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         layout.fake_quant(f"{scope}/project", block, "2")
         if layout.quantized and block.has_residual:
             name = f"{scope}/post_activation_bypass_quant"
-            layout.add(name, "fake_quant", block, "_bypass_quant")
+            layout.add(name, "moving_average_quant", block, "_bypass_quant")
         return x, tapped
 
     def _mobilenet_v2_v3(

@@ -24,8 +24,28 @@ Conv2d_N_*` (the op name scope), its variables `FeatureExtractor/MobilenetV1/Con
 extra layers and box predictors use their variable scope.
 
 The layers here use `tf.quantization.fake_quant_with_min_max_vars`, the kernel TF1's graph runs,
-with TF1's operation order, so equal inputs give equal quantization buckets. They are inference
-(eval-graph) layers: quantization-aware fine-tuning is refused by the fine-tune stage.
+with TF1's operation order, so equal inputs give equal quantization buckets.
+
+Called with `training=True` they compute what contrib's `experimental_create_training_graph` adds
+to the training graph (quantization-aware fine-tuning):
+
+- `weights_quant` is LastValueQuantize: each step the range becomes [min(w, 0), max(w, 0)] of the
+  folded weights (tensorflow-model-optimization's `quant_ops.LastValueQuantize`, a port of
+  contrib's);
+- `act_quant` / `post_activation_bypass_quant` are MovingAvgQuantize: the range is an
+  exponential moving average (decay 0.999) of the batch's [min(x, 0), max(x, 0)], with the
+  zero-debiasing of `tf.compat.v1.train.assign_moving_average` (its `biased` and `local_step`
+  state are variables here, mapped from the TF1 checkpoint when it has them). tfmot's port of
+  MovingAvgQuantize passes `zero_debias=False`, so it cannot continue a TF1 range: this part is
+  written here;
+- no gradient flows through a range (TF1 assigns it), the fake-quant op's own gradient passes
+  the values inside the range;
+- before step `delay` (`graph_rewriter.quantization.delay`, see `QuantizationClock`) the ranges
+  update but the values pass unquantized, as contrib's `delayed_quant` cond.
+
+The BatchNorm fold stays the eval graph's (moving statistics): contrib's training fold with batch
+statistics and its corrections is not reproduced, so fine-tuning a quantized model keeps
+BatchNorm statistics frozen (in which case TF1's training fold computes exactly the eval fold).
 """
 
 from __future__ import annotations
@@ -42,53 +62,144 @@ from official.vision.modeling.layers import nn_blocks
 _INIT_RANGE = (-6.0, 6.0)
 
 
+class QuantizationClock:
+    """When the fake-quant layers of a model start quantizing in training: from step `delay` of
+    `step` (a step counter variable). A plain object, so that Keras does not track the counter as
+    a weight of every layer."""
+
+    def __init__(self, step: tf.Variable, delay: int) -> None:
+        self.step = step
+        self.delay = int(delay)
+
+
+def _range_weight(layer: tf_keras.layers.Layer, name: str, value: float) -> tf.Variable:
+    # Like BatchNorm statistics: each replica updates its copy, reads average them.
+    return layer.add_weight(
+        name=name,
+        shape=(),
+        initializer=tf_keras.initializers.Constant(value),
+        trainable=False,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.MEAN,
+    )
+
+
 @tf_keras.utils.register_keras_serializable(package="Pipeline")
 class FakeQuant(tf_keras.layers.Layer):
-    """`FakeQuantWithMinMaxVars` with a stored range: TF1's `<scope>/{weights,act}_quant`."""
+    """`FakeQuantWithMinMaxVars` with a stored range: TF1's `<scope>/{weights,act}_quant`.
 
-    def __init__(self, num_bits: int = 8, narrow_range: bool = False, **kwargs: Any) -> None:
+    `moving_average`: an activation range (MovingAvgQuantize) rather than a weight range
+    (LastValueQuantize); they differ only in training (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_bits: int = 8,
+        narrow_range: bool = False,
+        moving_average: bool = False,
+        ema_decay: float = 0.999,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.num_bits = int(num_bits)
         self.narrow_range = bool(narrow_range)
+        self.moving_average = bool(moving_average)
+        self.ema_decay = float(ema_decay)
+        self.clock: QuantizationClock | None = None
 
     def build(self, input_shape: Any) -> None:
-        self.range_min = self.add_weight(
-            name="min",
-            shape=(),
-            initializer=tf_keras.initializers.Constant(_INIT_RANGE[0]),
-            trainable=False,
-        )
-        self.range_max = self.add_weight(
-            name="max",
-            shape=(),
-            initializer=tf_keras.initializers.Constant(_INIT_RANGE[1]),
-            trainable=False,
-        )
+        self.range_min = _range_weight(self, "min", _INIT_RANGE[0])
+        self.range_max = _range_weight(self, "max", _INIT_RANGE[1])
+        if self.moving_average:
+            # tf.compat.v1.train.assign_moving_average's zero-debias state, per range end.
+            self.min_biased = _range_weight(self, "min_biased", 0.0)
+            self.min_local_step = _range_weight(self, "min_local_step", 0.0)
+            self.max_biased = _range_weight(self, "max_biased", 0.0)
+            self.max_local_step = _range_weight(self, "max_local_step", 0.0)
         super().build(input_shape)
 
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+    def _quantize(self, inputs: tf.Tensor, range_min: Any, range_max: Any) -> tf.Tensor:
         return tf.quantization.fake_quant_with_min_max_vars(
             inputs,
-            self.range_min,
-            self.range_max,
+            range_min,
+            range_max,
             num_bits=self.num_bits,
             narrow_range=self.narrow_range,
         )
+
+    def _debiased_average(
+        self, average: tf.Variable, biased: tf.Variable, local_step: tf.Variable, value: tf.Tensor
+    ) -> tf.Tensor:
+        """`assign_moving_average(average, value, ema_decay, zero_debias=True)`, op for op."""
+        rate = tf.constant(1.0 - self.ema_decay, tf.float32)
+        update_biased = biased.assign_sub((biased - value) * rate)
+        update_local_step = local_step.assign_add(1.0)
+        bias_factor = 1.0 - tf.pow(1.0 - rate, update_local_step)
+        return average.assign(update_biased / bias_factor)
+
+    def _training_quantize(self, inputs: tf.Tensor) -> tf.Tensor:
+        if not self.moving_average:
+            from tensorflow_model_optimization.python.core.quantization.keras import quant_ops
+
+            return quant_ops.LastValueQuantize(
+                inputs,
+                self.range_min,
+                self.range_max,
+                per_channel=False,
+                is_training=True,
+                num_bits=self.num_bits,
+                narrow_range=self.narrow_range,
+                symmetric=False,
+            )
+        batch_min = tf.minimum(tf.reduce_min(inputs), 0.0)
+        batch_max = tf.maximum(tf.reduce_max(inputs), 0.0)
+        range_min = self._debiased_average(
+            self.range_min, self.min_biased, self.min_local_step, batch_min
+        )
+        range_max = self._debiased_average(
+            self.range_max, self.max_biased, self.max_local_step, batch_max
+        )
+        # TF1 reads the assigned variables: no gradient reaches the batch's min/max.
+        return self._quantize(inputs, tf.stop_gradient(range_min), tf.stop_gradient(range_max))
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training:
+            return self._quantize(inputs, self.range_min, self.range_max)
+        quantized = self._training_quantize(inputs)
+        clock = self.clock
+        if clock is None or clock.delay <= 0:
+            return quantized
+        # contrib's delayed_quant: the ranges above update on every step, quantized or not.
+        return tf.cond(clock.step >= clock.delay, lambda: quantized, lambda: inputs)
 
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
             "num_bits": self.num_bits,
             "narrow_range": self.narrow_range,
+            "moving_average": self.moving_average,
+            "ema_decay": self.ema_decay,
         }
+
+
+def fake_quant_layers(model: Any) -> list[FakeQuant]:
+    layers = [m for m in model.submodules if isinstance(m, FakeQuant)]
+    return list({id(layer): layer for layer in layers}.values())
+
+
+def set_quantization_clock(model: Any, clock: QuantizationClock | None) -> int:
+    """Make every fake-quant layer of `model` follow `clock` in training; returns their count."""
+    layers = fake_quant_layers(model)
+    for layer in layers:
+        layer.clock = clock
+    return len(layers)
 
 
 def weights_quant(bits: int) -> FakeQuant:
     return FakeQuant(num_bits=bits, narrow_range=True, name="weights_quant")
 
 
-def act_quant(bits: int) -> FakeQuant:
-    return FakeQuant(num_bits=bits, narrow_range=False, name="act_quant")
+def act_quant(bits: int, name: str = "act_quant") -> FakeQuant:
+    return FakeQuant(num_bits=bits, narrow_range=False, moving_average=True, name=name)
 
 
 class _QuantizationBits:
@@ -217,8 +328,8 @@ class QuantizedInvertedBottleneckBlock(_QuantizationBits, nn_blocks.InvertedBott
             setattr(self, f"_weights_quant{index}", weights_quant(self._weight_bits))
             setattr(self, f"_act_quant{index}", act_quant(self._activation_bits))
         if self.has_residual:
-            self._bypass_quant = FakeQuant(
-                num_bits=self._activation_bits, name="post_activation_bypass_quant"
+            self._bypass_quant = act_quant(
+                self._activation_bits, name="post_activation_bypass_quant"
             )
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:

@@ -17,6 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 # kind -> ((TF1 leaf name, Keras attribute), ...)
+# The zero-debias state of a TF1 moving-average range (`assign_moving_average`'s `biased` and
+# `local_step`, scoped by the range's own name). Exported checkpoints and graphs lack it; TF1 then
+# starts it at 0 when training, as the model does.
+_DEBIAS_STATE = tuple(
+    (f"{{scope}}/{end}/{leaf}", f"{end}_{leaf}")
+    for end in ("min", "max")
+    for leaf in ("biased", "local_step")
+)
+_OPTIONAL = {leaf: 0.0 for leaf, _ in _DEBIAS_STATE}
+
 _VARIABLES = {
     "conv": (("weights", "kernel"),),
     "conv_bias": (("weights", "kernel"), ("biases", "bias")),
@@ -47,9 +57,16 @@ _VARIABLES = {
         ("moving_mean", "moving_mean"),
         ("moving_variance", "moving_variance"),
     ),
-    # A fake-quantization range of TF1's quantized graphs (`.../weights_quant`, `.../act_quant`;
+    # A weight range of TF1's quantized graphs (`.../weights_quant`;
     # pipeline.modeling.quantization.FakeQuant).
     "fake_quant": (("min", "range_min"), ("max", "range_max")),
+    # An activation range (`.../act_quant`, `.../post_activation_bypass_quant`): a moving
+    # average, with the zero-debias state TF1 keeps under `<scope>/<scope>/{min,max}/`.
+    "moving_average_quant": (
+        ("min", "range_min"),
+        ("max", "range_max"),
+        *_DEBIAS_STATE,
+    ),
 }
 
 
@@ -58,7 +75,8 @@ class LayerRecord:
     """One TF1 layer scope and the Keras layer holding its weights."""
 
     scope: str  # TF1 variable scope, e.g. 'BoxPredictor_0/ClassPredictor'
-    # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm' | 'fake_quant'
+    # 'conv' | 'conv_bias' | 'depthwise' | 'separable' | 'batch_norm' | 'norm' | 'fake_quant' |
+    # 'moving_average_quant'
     kind: str
     owner: Any  # a Keras layer, or the Model Garden block that owns it
     attribute: str | None = None  # the block's attribute naming the Keras layer
@@ -79,7 +97,8 @@ class LayerRecord:
         implied = dict(self.implied)
         layer = self.layer
         for leaf, attribute in _VARIABLES[self.kind]:
-            yield f"{self.scope}/{leaf}", getattr(layer, attribute), implied.get(leaf)
+            name = f"{self.scope}/{leaf.format(scope=self.scope)}"
+            yield name, getattr(layer, attribute), implied.get(leaf, _OPTIONAL.get(leaf))
 
 
 class TF1Layout:
@@ -133,9 +152,8 @@ class TF1Layout:
         if not self.quantized:
             return
         prefix = "_" if suffix else ""
-        for name in ("weights_quant", "act_quant"):
-            self.add(f"{scope}/{name}", "fake_quant", owner, f"{prefix}{name}{suffix}",
-                     class_dependent)  # fmt: skip
+        for name, kind in (("weights_quant", "fake_quant"), ("act_quant", "moving_average_quant")):
+            self.add(f"{scope}/{name}", kind, owner, f"{prefix}{name}{suffix}", class_dependent)
 
 
 def bn_implied(

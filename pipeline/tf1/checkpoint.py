@@ -17,14 +17,14 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.tf1.model_dir import DEFAULT_PREFIX, find_checkpoint
 
-# Variables a TF1 training checkpoint may hold besides the model's weights: step counters,
-# optimizer slots and moving-average shadows; in quantized graphs, the fake-quant step counter and
-# the zero-debiasing state of the activation ranges' moving averages (`.../act_quant/min/biased`,
-# `.../local_step`). They have no TF2 counterpart in the inference model.
+# Variables a TF1 training checkpoint may hold besides the model's weights: step counters
+# (in quantized graphs also the fake-quant step, which fine-tuning restarts from 0 as TF1 restarts
+# a fresh global_step), optimizer slots and moving-average shadows. (The zero-debias state of the
+# activation ranges, `.../act_quant/min/biased`, is a model variable: quantization-aware
+# fine-tuning continues those averages.)
 _BOOKKEEPING = re.compile(
     r"(^(global_step|fake_quantization_step)$|/(ExponentialMovingAverage|RMSProp(_\d+)?|"
-    r"Momentum|Adam(_\d+)?|Adagrad|Ftrl(_\d+)?)$|^beta[12]_power(_\d+)?$|"
-    r"_quant/(min|max)/(biased|local_step)$)"
+    r"Momentum|Adam(_\d+)?|Adagrad|Ftrl(_\d+)?)$|^beta[12]_power(_\d+)?$)"
 )
 
 

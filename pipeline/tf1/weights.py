@@ -28,10 +28,10 @@ from pipeline.tf1.model_dir import SAVED_MODEL_PB, SAVED_MODEL_VARIABLES, TF1Mod
 WeightsChoice = Literal["auto", "raw", "moving_average"]
 WEIGHTS_CHOICES: tuple[str, ...] = ("auto", "raw", "moving_average")
 SHADOW_SUFFIX = "/ExponentialMovingAverage"
-# Variables TF1 creates non-trainable in the inference graph, so the exporter never averages them
-# (BatchNorm statistics; the fake-quant ranges `.../{weights,act}_quant/{min,max}` of quantized
-# graphs).
-_NOT_TRAINABLE_LEAVES = ("moving_mean", "moving_variance", "min", "max")
+# Variables TF1 creates non-trainable, so the exporter never averages them (BatchNorm statistics;
+# the fake-quant ranges `.../{weights,act}_quant/{min,max}` of quantized graphs and their
+# moving averages' zero-debias state).
+_NOT_TRAINABLE_LEAVES = ("moving_mean", "moving_variance", "min", "max", "biased", "local_step")
 # The variables slim layers create (conv, depthwise conv, BatchNorm), by last name component.
 _VARIABLE_LEAVES = (
     "weights",

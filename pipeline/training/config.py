@@ -64,6 +64,9 @@ class SSDFinetuneTaskConfig(cfg.TaskConfig):
     num_classes: int = 0
     # < 0: TF1's L2 weights (pipeline.modeling.regularization); >= 0 replaces each of them.
     l2_weight_decay: float = -1.0
+    # Quantized models: the step from which fake quantization applies in training; < 0: the
+    # converted model's graph_rewriter.quantization.delay.
+    quantization_delay: int = -1
     freeze: FreezeConfig = dataclasses.field(default_factory=FreezeConfig)
     train_data: SSDDataConfig = dataclasses.field(default_factory=SSDDataConfig)
     validation_data: SSDDataConfig = dataclasses.field(
@@ -182,6 +185,17 @@ def _plain(node: Any) -> dict[str, Any]:
     if OmegaConf.is_config(node):
         return OmegaConf.to_container(node, resolve=True)
     return dict(node)
+
+
+def _quantization_delay(train: Any, source: str) -> int:
+    delay = _get(train, "quantization_delay", -1)
+    if isinstance(delay, bool) or not isinstance(delay, int) or delay < -1:
+        raise PipelineError(
+            f"{source}: train.quantization_delay is {delay!r}; use null (the converted model's "
+            "graph_rewriter.quantization.delay) or a step count >= 0 (0: quantization-aware from "
+            "the first step)"
+        )
+    return delay
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
@@ -344,6 +358,7 @@ def experiment_from_params(
             "converted_dir": str(converted_dir),
             "num_classes": int(_get(train, "num_classes", 0)),
             "l2_weight_decay": float(_get(train, "l2_weight_decay", -1.0)),
+            "quantization_delay": _quantization_delay(train, source),
             "freeze": freeze_selection(freeze, model_family(converted_dir), source),
             "train_data": {
                 **data_common,

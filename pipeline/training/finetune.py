@@ -46,7 +46,7 @@ from pipeline.training.augmentation import resolve_steps
 from pipeline.training.config import experiment_from_params
 from pipeline.training.faster_rcnn import task as _two_stage_task  # noqa: F401  (same)
 from pipeline.training.freezing import unfreeze_batch_norm
-from pipeline.training.task import load_spec
+from pipeline.training.task import check_quantized_training, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,9 @@ def finetune(
         source,
     )
     log.info("augmentation: %s", ", ".join(step.name for step in augmentation) or "none")
-    num_classes = load_spec(converted_dir, experiment.task.num_classes).num_classes
+    spec = load_spec(converted_dir, experiment.task.num_classes)
+    check_quantized_training(spec, experiment.task.freeze.freeze_batch_norm)
+    num_classes = spec.num_classes
     check_class_ids([train_tfrecords, val_tfrecords], num_classes, converted_dir, source)
     out = Path(out_dir)
     model_dir = out / "checkpoint"
@@ -223,6 +225,7 @@ def finetune(
         )
     train_utils.serialize_config(experiment, str(model_dir))
     write_json(model_dir / RUN_FINGERPRINT, fingerprint)
+    quantization = _quantization_record(task, experiment.trainer.train_steps)
 
     live = Live(dir=str(out / "dvclive"), resume=resuming, save_dvc_exp=False, dvcyaml=None)
     batch_size = experiment.task.train_data.global_batch_size
@@ -299,6 +302,7 @@ def finetune(
             "trained_parameters": int(sum(np.prod(s) for s in shapes.values())),
         },
         "restore": restore,
+        "quantization": quantization,
         "final": {"train": final.get("train", {})},
         # Last validation (train_and_eval evaluates every validation_every_steps and at the end).
         "eval": final.get("eval", {}),
@@ -306,6 +310,24 @@ def finetune(
     }
     write_json(out / "train_summary.json", summary)
     return FinetuneResult(out, summary)
+
+
+def _quantization_record(task: Any, steps: int) -> dict[str, Any] | None:
+    """A quantized model's fine-tune: from which step it is quantization-aware (logged)."""
+    if getattr(task.spec, "quantization", None) is None:
+        return None
+    delay = task.quantization_delay()
+    log.info("quantization-aware fine-tuning: fake quantization from step %d of %d", delay, steps)
+    if delay >= steps:
+        log.warning(
+            "quantization delay %d is not below train.steps (%d): this run trains unquantized "
+            "weights (the fake-quant ranges still follow them), as TF1 would with "
+            "graph_rewriter.quantization.delay; set train.quantization_delay=0 to fine-tune "
+            "quantization-aware",
+            delay,
+            steps,
+        )
+    return {"delay": delay, "quantized_steps": max(0, steps - delay)}
 
 
 def _restore_record(model_dir: Path, report: Any) -> dict[str, Any] | None:

@@ -44,16 +44,20 @@ def load_spec(converted_dir: str | Path, num_classes: int = 0) -> Any:
     from pipeline.modeling.builder import read_spec
 
     spec = read_spec(converted_dir)
-    if getattr(spec, "quantization", None) is not None:
-        raise PipelineError(
-            f"{Path(converted_dir) / 'model_spec.json'}: a converted quantized "
-            f"{spec.architecture} (graph_rewriter.quantization); quantization-aware fine-tuning "
-            "is not supported: fine-tune the float model (convert its zoo checkpoint without "
-            "graph_rewriter), or use the converted quantized model for predict/evaluate only"
-        )
     if num_classes and num_classes != spec.num_classes:
         spec = spec.with_num_classes(num_classes)
     return spec
+
+
+def check_quantized_training(spec: Any, freeze_batch_norm: bool) -> None:
+    """Quantization-aware fine-tuning folds BatchNorm with its moving statistics (the eval fold,
+    which is contrib.quantize's training fold when the statistics are frozen)."""
+    if getattr(spec, "quantization", None) is not None and not freeze_batch_norm:
+        raise PipelineError(
+            f"train.freeze.freeze_batch_norm: false with a quantized {spec.architecture}; "
+            "contrib.quantize's BatchNorm fold with batch statistics is not reproduced: keep "
+            "BatchNorm statistics frozen (true) for quantization-aware fine-tuning"
+        )
 
 
 class FinetuneTask(base_task.Task):
@@ -86,6 +90,7 @@ class FinetuneTask(base_task.Task):
     def build_model(self) -> tf_keras.Model:
         model = self._build_network()
         freeze = self.task_config.freeze
+        check_quantized_training(self.spec, freeze.freeze_batch_norm)
         if freeze.freeze_batch_norm:
             freeze_batch_norm(model)
         self.freeze_plan = plan_freezing(
@@ -198,8 +203,25 @@ class FinetuneTask(base_task.Task):
         }
         return {**losses, **summed}
 
+    def quantization_delay(self) -> int:
+        """The step from which a quantized model fake-quantizes in training:
+        train.quantization_delay, else its pipeline.config's graph_rewriter.quantization.delay."""
+        configured = self.task_config.quantization_delay
+        return configured if configured >= 0 else self.spec.quantization.delay
+
+    def _schedule_quantization(self, model: tf_keras.Model, optimizer: Any) -> None:
+        """Quantized models: fake quantization in training follows the optimizer's step counter
+        (contrib.quantize's delay against TF 1.9's global_step: step k of the run is k)."""
+        if getattr(self.spec, "quantization", None) is None:
+            return
+        from pipeline.modeling.quantization import QuantizationClock, set_quantization_clock
+
+        clock = QuantizationClock(optimizer.iterations, self.quantization_delay())
+        set_quantization_clock(model, clock)
+
     def train_step(self, inputs, model, optimizer, metrics=None) -> dict[str, tf.Tensor]:
         assert self.freeze_plan is not None, "build_model() first"
+        self._schedule_quantization(model, optimizer)
         variables = self.freeze_plan.trainable
         with tf.GradientTape() as tape:
             losses = self.compute_losses(model, inputs, True, optimizer.iterations)
