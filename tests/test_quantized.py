@@ -331,12 +331,13 @@ def test_quantization_aware_fine_tuning(
     """Two quantization-aware steps of the converted v1 model (backbone frozen): training mode
     reaches every fake-quant layer (each of the 47 activation ranges took two zero-debiased
     steps from the exported checkpoint's state), frozen weights stay, the SavedModel is the
-    quantized eval model of the trained weights; BatchNorm statistics training is refused in
-    one line."""
+    quantized eval model of the trained weights and exports to a uint8 TFLite model; BatchNorm
+    statistics training is refused in one line."""
     import tensorflow as tf
     from test_training_support import checkpoint_values, train_params, write_tfrecords
 
     from pipeline.inference import load_detector
+    from pipeline.inference.tflite import compare_tflite, export_tflite
     from pipeline.modeling.quantization import fake_quant_layers
     from pipeline.training.finetune import finetune
     from pipeline.training.variables import checkpoint_items, variable_paths
@@ -381,6 +382,15 @@ def test_quantization_aware_fine_tuning(
         np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
     outputs = model(preprocess(tf.constant(image[None]), spec), training=False)
     assert all(np.unique(v.numpy()).size <= 256 for v in outputs["cls_outputs"].values())
+    # The fine-tuned SavedModel's weights are the trained checkpoint's; its uint8 TFLite model.
+    exported, _ = load_converted(out / "saved_model")
+    assert all(
+        np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(exported.variables, model.variables, strict=True)
+    )
+    tflite = export_tflite(out / "saved_model", tmp_path / "finetuned.tflite", "uint8")
+    comparison = compare_tflite(tflite, out / "saved_model", coco_tiny / "val2017", 1)
+    assert comparison["detections"][-1]["matched"] >= 45
 
     unfrozen = train_params(steps=1, batch_size=2, **{"freeze.freeze_batch_norm": False})
     with pytest.raises(PipelineError, match=r"^train\.freeze\.freeze_batch_norm: false") as error:

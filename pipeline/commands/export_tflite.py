@@ -1,4 +1,5 @@
-"""`python -m pipeline export-tflite`: a converted SSD -> a TFLite model of its raw outputs."""
+"""`python -m pipeline export-tflite`: a converted or fine-tuned SSD -> a TFLite model of its raw
+outputs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ HELP = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--converted", type=Path, required=True, help="converted model directory")
+    parser.add_argument(
+        "--model",
+        "--converted",
+        dest="model",
+        type=Path,
+        required=True,
+        help="converted model directory, or a fine-tuned model's saved_model/ (e.g. "
+        "data/finetuned/saved_model after quantization-aware fine-tuning)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="the .tflite file to write")
     parser.add_argument(
         "--kind",
@@ -35,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.atomic import write_json
     from pipeline.inference.tflite import compare_tflite, export_tflite
 
-    out = export_tflite(args.converted, args.out, args.kind)
+    out = export_tflite(args.model, args.out, args.kind)
     print(f"wrote {out} ({args.kind}, {out.stat().st_size} bytes)")
     if args.compare_images is not None:
-        comparison = compare_tflite(
-            out, args.converted, args.compare_images, args.max_compare_images
-        )
+        comparison = compare_tflite(out, args.model, args.compare_images, args.max_compare_images)
         write_json(out.with_suffix(".comparison.json"), comparison)
         for key in ("box_encodings", "class_logits"):
             raw = comparison[key]

@@ -284,7 +284,8 @@ def load_converted(
     directory: str | os.PathLike[str],
 ) -> tuple[RetinaNetModel | MaskRCNNModel, SSDSpec | FasterRCNNSpec]:
     """Rebuild the model of a converted directory (SSD or Faster R-CNN) and restore its
-    checkpoint."""
+    checkpoint; also of a SavedModel exported here (fine-tune's `saved_model/`, whose
+    model_spec.json sits beside saved_model.pb), from its variables."""
     directory = Path(directory)
     spec = read_spec(directory)
     if isinstance(spec, FasterRCNNSpec):
@@ -293,6 +294,11 @@ def load_converted(
         model = build_faster_rcnn_model(spec)
     else:
         model = build_ssd_model(spec)
+    if (directory / "saved_model.pb").is_file():
+        # The serving module tracks the Keras model as `model`.
+        status = tf.train.Checkpoint(model=model).read(str(directory / "variables" / "variables"))
+        status.expect_partial().assert_existing_objects_matched()
+        return model, spec
     checkpoint_path = tf.train.latest_checkpoint(str(directory / CHECKPOINT_DIR))
     if checkpoint_path is None:
         raise PipelineError(
