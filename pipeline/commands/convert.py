@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {report['source']['architecture']}, "
         f"{tf1['mapped']}/{tf1['total']} TF1 variables mapped "
         f"({len(tf1['ignored_bookkeeping'])} bookkeeping ignored), "
-        f"{tf2['initialised_from_tf1']}/{tf2['total']} TF2 variables initialised, "
-        f"{len(report['fresh_layers'])} fresh layers"
+        f"{tf2['initialised_from_tf1']}/{tf2['total']} TF2 variables initialised"
+        + _implied_note(len(tf2["initialised_implied_constants"]))
+        + f", {len(report['fresh_layers'])} fresh layers"
     )
     parity = report.get("parity")
     if parity:
@@ -156,3 +157,9 @@ def run(args: argparse.Namespace) -> int:
     timings = report.get("timings_s") or {}
     print("seconds: " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     return 0
+
+
+def _implied_note(count: int) -> str:
+    """TF2 variables set to what TF1 means by their absence (a BatchNorm without scale has
+    gamma 1; an exported quantized checkpoint has no moving-average debias state: 0)."""
+    return f" (+{count} to TF1's values for variables the file lacks)" if count else ""

@@ -10,7 +10,9 @@ detections are comparable one for one with the TF model's or its SavedModel's.
   learned fake-quant ranges, as the TF1 zoo's quantized models were meant to be deployed: the
   legacy converter path (`inference_type` uint8, asymmetric per-tensor weights; TFLite's int8
   kernels need symmetric weights, which TF1's ranges are not). The input is uint8 with scale
-  1/127.5 and zero point 128 (`x * 2/255 - 1` needs 127.5, which a zero point cannot hold).
+  1/127.5 and zero point 128 (`x * 2/255 - 1` needs 127.5, which a zero point cannot hold): half
+  a step off, where the OD API's own TFLite instructions (running_on_mobile_tensorflowlite.md:
+  `--mean_values=128 --std_values=128`) are half a step off too and scale by 1/128.
 """
 
 from __future__ import annotations
