@@ -152,6 +152,13 @@ class FakeQuant(tf_keras.layers.Layer):
             )
         batch_min = tf.minimum(tf.reduce_min(inputs), 0.0)
         batch_max = tf.maximum(tf.reduce_max(inputs), 0.0)
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # assign_moving_average's merge_call: the replicas' mean, one average for all.
+            batch_min, batch_max = (
+                context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+                for value in (batch_min, batch_max)
+            )
         range_min = self._debiased_average(
             self.range_min, self.min_biased, self.min_local_step, batch_min
         )
