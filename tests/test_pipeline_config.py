@@ -188,3 +188,23 @@ def test_explicit_anchor_settings_are_read(tmp_path: Path, tf1_zoo_dir: Path) ->
     assert spec.anchors.interpolated_scale_aspect_ratio == 0.0
     assert spec.anchors.base_anchor_size == (0.5, 1.0)
     assert len(spec.anchors.scales) == 6
+
+
+@pytest.mark.parametrize(
+    ("extractor", "hint"),
+    [
+        ("ssd_mobiledet_cpu", ""),
+        ("ssd_mobilenet_v2_fpn", ""),
+        ("ssd_mobilenet_v1_keras", " (a TF2 Object Detection API model, already TF2)"),
+    ],
+)
+def test_unsupported_ssd_extractors_are_refused_in_one_line(
+    tmp_path: Path, tf1_zoo_dir: Path, extractor: str, hint: str
+) -> None:
+    text = _zoo_text(tf1_zoo_dir).replace('type: "ssd_mobilenet_v2"', f'type: "{extractor}"', 1)
+    assert extractor in text
+    with pytest.raises(PipelineError) as error:
+        ssd_spec_from_config(_write(tmp_path, text))
+    message = str(error.value)
+    assert f"model describes {extractor}{hint}, which is not supported; supported: " in message
+    assert "\n" not in message and "ssd_resnet50_v1_fpn" in message

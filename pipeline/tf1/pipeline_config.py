@@ -124,9 +124,15 @@ class _Translator:
         config = self.config
         architecture = architecture_of(config)
         if config.model.WhichOneof("model") != "ssd" or architecture not in SUPPORTED_ARCHITECTURES:
+            # The TF2 Object Detection API names its Keras extractors `*_keras`.
+            tf2 = (
+                " (a TF2 Object Detection API model, already TF2)"
+                if "_keras" in architecture
+                else ""
+            )
             raise self.fail(
                 "model",
-                f"describes {architecture}, which is not supported",
+                f"describes {architecture}{tf2}, which is not supported",
                 f"supported: {SUPPORTED_DESCRIPTION}",
             )
         ssd = config.model.ssd
