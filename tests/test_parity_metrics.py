@@ -177,3 +177,38 @@ def test_flatten_levels_is_level_then_row_then_column_then_anchor() -> None:
     flat = flatten_levels(levels, 2)
     np.testing.assert_array_equal(flat[:4], [[0, 1], [2, 3], [4, 5], [6, 7]])
     np.testing.assert_array_equal(flat[4:], [[1000, 1001], [1002, 1003]])
+
+
+def test_a_near_tie_is_diagnosed_as_such(shared_fixtures) -> None:
+    """Two overlapping anchors whose scores differ by float noise: TF1 keeps one, TF2 the
+    other. The model's post-processing reproduces TF1's detections from TF1's own raw outputs,
+    so the diagnosis says the post-processing is the same, not that it differs."""
+    from pipeline.conversion.parity import (
+        near_tie_cause,
+        reproducing_clippings,
+        tf1_postprocess,
+    )
+    from pipeline.modeling.anchors import tf1_anchor_boxes
+    from pipeline.tf1.pipeline_config import ssd_spec_from_config
+
+    config = "ssd_mobilenet_v1_ppn_shared_box_predictor_300x300_coco14_sync.config"
+    spec = ssd_spec_from_config(shared_fixtures / "od_api" / "sample_configs" / config)
+    anchors = tf1_anchor_boxes(spec)
+    n, slots = anchors.shape[0], spec.num_class_slots
+    raw = {
+        "box_encodings": np.zeros((n, 4), np.float32),
+        "class_logits": np.full((n, slots), -12.0, np.float32),
+    }
+    # Anchors 0 and 1 share a centre (aspect ratios 1 and 2): they overlap beyond the NMS IoU.
+    raw["class_logits"][[0, 1], 1] = [2.0, 2.0 - 2e-6]
+    tf1 = {**raw, **tf1_postprocess(raw, spec, spec.post_processing.box_clipping)}
+    noisy = {k: np.array(v) for k, v in raw.items()}
+    noisy["class_logits"][[0, 1], 1] = [2.0 - 2e-6, 2.0]
+    tf2 = {**noisy, **tf1_postprocess(noisy, spec, spec.post_processing.box_clipping)}
+    result = compare_image("a.jpg", tf1, tf2)
+    assert result.box_encodings.passed and result.class_logits.passed
+    assert not result.detections.passed
+    assert spec.post_processing.box_clipping in reproducing_clippings(tf1, spec)
+    notes = diagnose(tf1, tf2, result, postprocessing_cause=near_tie_cause(result))
+    assert "post-processing is the same" in notes[-1] and "differs - anchors" not in notes[-1]
+    assert "differs - anchors" in diagnose(tf1, tf2, result)[-1]

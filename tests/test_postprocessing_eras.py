@@ -139,6 +139,49 @@ def test_pruning_after_nms_promotes_candidates_beyond_the_total_limit():
     np.testing.assert_allclose(out_scores[0], [0.8, 0.7])
 
 
+@pytest.mark.parametrize("clipping", ["before_nms", "after_nms"])
+def test_equal_scores_go_to_the_lower_index_and_the_lower_class_as_in_tf1(clipping):
+    """Saturated (or near-constant) scores tie exactly. TF1 runs the NonMaxSuppression kernel
+    class by class (equal scores: the lower anchor index first) and ranks the concatenated
+    survivors with a stable sort (equal scores: the lower class first). combined NMS, used
+    before, breaks ties in heap order and kept other boxes (found on an OD API export of the
+    MobileNet v1 FPN sample config whose seeded weights give near-constant scores)."""
+    import tensorflow as tf
+
+    from pipeline.modeling.postprocess import tf1_multiclass_nms
+
+    rng = np.random.default_rng(0)
+    # 40 overlapping boxes sliding right; all of class 0 score 1.0, all of class 1 score 0.5.
+    x = np.arange(40, dtype=np.float32) * 0.02
+    boxes = np.stack([np.full(40, 0.2), x, np.full(40, 0.6), x + 0.1], axis=1).astype(np.float32)
+    boxes = boxes[rng.permutation(40)]
+    scores = np.stack([np.ones(40), np.full(40, 0.5)], axis=1).astype(np.float32)
+    out_boxes, out_scores, out_classes, num = tf1_multiclass_nms(
+        tf.constant(boxes[None]), tf.constant(scores[None]), 0.0, 0.5, 10, 12, clipping
+    )
+    n = int(num[0])
+    expected = []  # greedy, in index order, per class; class 0's survivors rank first
+    for k in range(2):
+        kept: list[int] = []
+        for i in range(40):
+            if len(kept) < 10 and all(_iou(boxes[i], boxes[j]) <= 0.5 for j in kept):
+                kept.append(i)
+        expected += [(k, i) for i in kept]
+    expected = expected[:12]
+    assert n == len(expected) == 12
+    np.testing.assert_array_equal(out_classes[0, :n], [k for k, _ in expected])
+    np.testing.assert_array_equal(out_boxes[0, :n], boxes[[i for _, i in expected]])
+    np.testing.assert_array_equal(out_scores[0, :n], [scores[i, k] for k, i in expected])
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+        0.0, min(a[3], b[3]) - max(a[1], b[1])
+    )
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
 @pytest.fixture(scope="module")
 def person_export(shared_fixtures, tmp_path_factory) -> Path:
     from pipeline.tf1.synthetic_checkpoint import make_synthetic_zoo_dir

@@ -6,7 +6,8 @@ No real graph of this model is in the fixtures, so the OD API sample config
 OD API's own exporter with seeded weights (tf1_reference/make_zoo_dir.py), then:
 - every variable of its checkpoint mapped by layer object (the shared `PredictionTower` to the
   head's box tower, which the class predictor reads too; Conv2d_12/13, built by TF1 but not read
-  by the PPN, to the backbone);
+  by the PPN, to the backbone; a frozen graph or SavedModel alone, which freezing pruned of
+  them, converts with them zeroed and passes parity);
 - anchors equal the graph's; `convert --verify-images` passes parity on 2 COCO images (raw
   outputs per level, TF1's top-50 detections); a change of one level's tower BatchNorm fails on
   that level alone and the diagnosis names its pooling layer;
@@ -102,6 +103,58 @@ def test_the_shared_tower_runs_once_per_level() -> None:
     assert len(head.trainable_variables) == 1 + 2 * 2 + 2 * 2
 
 
+# The base layers TF1 builds but the PPN never reads (the pyramid starts at Conv2d_11_pointwise).
+UNREAD_LAYERS = [
+    f"FeatureExtractor/MobilenetV1/Conv2d_{index}_{kind}"
+    for index in (12, 13)
+    for kind in ("depthwise", "pointwise")
+]
+
+
+def _graph_weights(shapes: dict, pruned: list[str], pruned_to_outputs: bool = True):
+    """A frozen graph's variable listing: `shapes` minus the layers named `pruned`."""
+    from pipeline.tf1.weights import WeightSource
+
+    source = WeightSource()
+    source.form = source.location = "frozen_graph"
+    source.unused = {}
+    source.shapes = {n: s for n, s in shapes.items() if not n.startswith(tuple(pruned))}
+    source.pruned_to_outputs = pruned_to_outputs
+    return source
+
+
+@pytest.mark.parametrize("config", [SAMPLE, "ssd_mobilenet_v1_coco.config"])
+def test_a_frozen_graph_may_lack_only_the_layers_the_outputs_never_read(
+    od_api_configs: Path, config: str
+) -> None:
+    """Freezing keeps what reaches the outputs: Conv2d_12/13 of the PPN (built by TF1, never
+    read) may be absent from a frozen graph and are zeroed; absent from a checkpoint, or from
+    an SSD MobileNet v1 graph, which reads Conv2d_13, they are an error naming the field."""
+    from pipeline.conversion.mapping import plan_mapping
+    from pipeline.modeling import build_ssd_model
+    from pipeline.modeling.tf1_layout import model_records
+
+    spec = ssd_spec_from_config(od_api_configs / config)
+    model = build_ssd_model(spec)
+    shapes = {
+        name: tuple(int(d) for d in variable.shape)
+        for record in model_records(model)
+        for name, variable, _ in record.variables()
+    }
+    frozen = _graph_weights(shapes, UNREAD_LAYERS)
+    if config == SAMPLE:
+        plan = plan_mapping(model, spec, frozen)
+        assert plan.complete and plan.pruned_layers == UNREAD_LAYERS
+        assert len(plan.pruned) == 20 and len(plan.assignments) == len(shapes) - 20
+    missing = "FeatureExtractor/MobilenetV1/Conv2d_12_depthwise/depthwise_weights"
+    for weights in ((frozen,) if config != SAMPLE else ()) + (
+        _graph_weights(shapes, UNREAD_LAYERS, pruned_to_outputs=False),
+    ):
+        with pytest.raises(PipelineError, match=f"{missing} .* is required by the config") as e:
+            plan_mapping(model, spec, weights)
+        assert "\n" not in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def converted(sample: Path, tf1_reference_export, coco_tiny: Path, tmp_path_factory):
     from pipeline.conversion.convert import convert
@@ -188,6 +241,36 @@ def test_a_one_level_difference_is_named_by_its_pooling_layer(converted, coco_ti
             False, False, True, False, False, False
         ]  # fmt: skip
     assert "levels [2] (P6 (MaxPool2d_1_2x2))" in " ".join(report.diagnosis)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["frozen_inference_graph.pb", "saved_model"])
+def test_the_frozen_graph_alone_converts_and_passes_parity(
+    converted, coco_tiny: Path, tmp_path: Path, form: str
+) -> None:
+    """The export's frozen graph (or SavedModel) with its pipeline.config, as a user may have
+    it: freezing pruned Conv2d_12/13; they are zeroed, named in the report, and the parity
+    check against that graph passes."""
+    import shutil
+
+    from pipeline.conversion.convert import convert
+
+    zoo, _, _ = converted
+    source = tmp_path / "export"
+    source.mkdir()
+    shutil.copy(zoo / "pipeline.config", source)
+    if form == "saved_model":
+        shutil.copytree(zoo / form, source / form)
+    else:
+        shutil.copy(zoo / form, source)
+    report = convert(
+        source, tmp_path / "tf2", verify_images=coco_tiny / "val2017", max_verify_images=1,
+        progress=False,
+    )  # fmt: skip
+    assert report["complete"] and report["pruned_layers"] == UNREAD_LAYERS
+    assert len(report["tf2"]["zeroed_pruned_from_graph"]) == 20
+    assert report["tf1"]["mapped"] + 20 == report["tf2"]["total"]
+    assert report["parity"]["passed"], report["parity"]
 
 
 @pytest.mark.slow

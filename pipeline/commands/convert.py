@@ -115,6 +115,20 @@ def _settings(args: argparse.Namespace) -> tuple[int | None, Path | None, int | 
     return num_classes, verify_images, max_images, box_clipping or "auto"
 
 
+def _pruned_note(report: dict) -> str:
+    """The summary's clause for layers a frozen graph pruned (TF1 builds them; its detections
+    never read them)."""
+    layers = report.get("pruned_layers") or []
+    if not layers:
+        return ""
+    names = ", ".join(layer.rsplit("/", 1)[-1] for layer in layers)
+    zeroed = len(report["tf2"]["zeroed_pruned_from_graph"])
+    return (
+        f"; {zeroed} zeroed: {names}, which TF1 builds but its detections never read, "
+        f"so the {report['source']['form'].replace('_', ' ')} does not hold them"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.conversion.convert import convert
 
@@ -148,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         f"{tf2['initialised_from_tf1']}/{tf2['total']} TF2 variables initialised"
         + _implied_note(len(tf2["initialised_implied_constants"]))
         + f", {len(report['fresh_layers'])} fresh layers"
+        + _pruned_note(report)
     )
     parity = report.get("parity")
     if parity:

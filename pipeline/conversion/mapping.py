@@ -51,6 +51,9 @@ class MappingPlan:
     # Problems; a plan with any of these is never applied.
     tf1_unmapped: list[str]
     tf2_uninitialised: list[str]
+    # (TF1 name, TF2 variable, record): variables of layers the outputs never read, absent from a
+    # frozen graph (freezing keeps only what reaches the outputs); set to 0.
+    pruned: list[tuple[str, Any, LayerRecord]] = dataclasses.field(default_factory=list)
 
     @property
     def tf1_mapped(self) -> list[str]:
@@ -59,6 +62,10 @@ class MappingPlan:
     @property
     def fresh_layers(self) -> list[str]:
         return sorted({record.scope for record in self.fresh})
+
+    @property
+    def pruned_layers(self) -> list[str]:
+        return sorted({record.scope for _, _, record in self.pruned})
 
     @property
     def complete(self) -> bool:
@@ -164,6 +171,7 @@ def plan_mapping(
     replaced: list[str] = []
     problems: dict[str, list[str]] = {}
     covered: set[int] = set()
+    pruned: list[tuple[str, Any, LayerRecord]] = []
 
     def problem(field: str, text: str) -> None:
         problems.setdefault(field, []).append(text)
@@ -180,6 +188,8 @@ def plan_mapping(
             if name not in shapes:
                 if implied_value is not None:
                     implied.append((name, variable, implied_value))
+                elif weights.pruned_to_outputs and not record.read_by_outputs:
+                    pruned.append((name, variable, record))
                 else:
                     problem(
                         _blame_missing(record, spec, weights),
@@ -230,6 +240,7 @@ def plan_mapping(
         tf1_ignored=weights.unused_names,
         tf1_unmapped=[],
         tf2_uninitialised=[],
+        pruned=pruned,
     )
 
 
@@ -289,6 +300,8 @@ def apply_plan(
         variable.assign(value.astype(variable.dtype.as_numpy_dtype, copy=False))
     for _, variable, value in plan.implied:
         variable.assign(np.full(variable.shape, value, variable.dtype.as_numpy_dtype))
+    for _, variable, _ in plan.pruned:
+        variable.assign(np.zeros(variable.shape, variable.dtype.as_numpy_dtype))
 
 
 def load_tf1_weights(

@@ -326,6 +326,12 @@ def _level_sizes(heads: Mapping[str, np.ndarray] | None, box_code_size: int = 4)
             sorted(names, key=key)]  # fmt: skip
 
 
+POSTPROCESSING_CAUSES = (
+    "post-processing differs - anchors, box decoding (faster_rcnn coder, no dh/dw clip), score "
+    "converter, clipping to [0, 1], per-class NMS thresholds/limits, or class ids (TF1 emits 1..C)"
+)
+
+
 def diagnose(
     tf1: Mapping[str, Any],
     tf2: Mapping[str, Any],
@@ -333,10 +339,12 @@ def diagnose(
     level_sizes: Sequence[int] = (),
     level_names: Sequence[str] = (),
     base_causes: str = MOBILENET_BASE_CAUSES,
+    postprocessing_cause: str | None = None,
 ) -> list[str]:
     """Name the semantic difference that best explains a failed comparison on one image.
     `level_names`: what each level is (e.g. the FPN layer producing it), for the notes;
-    `base_causes`: what in the normalization and base network could differ."""
+    `base_causes`: what in the normalization and base network could differ;
+    `postprocessing_cause`: why detections differ where raw outputs agree, when known."""
     notes: list[str] = []
     box, cls = result.box_encodings, result.class_logits
     tf1_cls, tf2_cls = np.asarray(tf1["class_logits"]), np.asarray(tf2["class_logits"])
@@ -399,22 +407,19 @@ def diagnose(
         notes.append(
             f"raw outputs agree but detections do not (TF1 {det.tf1_num_detections}, TF2 "
             f"{det.tf2_num_detections} detections; worst IoU {det.min_iou:.4f}, worst score "
-            f"diff {det.max_score_diff:.3g}): post-processing differs - anchors, box decoding "
-            f"(faster_rcnn coder, no dh/dw clip), score converter, clipping to [0, 1], per-class "
-            f"NMS thresholds/limits, or class ids (TF1 emits 1..C)"
+            f"diff {det.max_score_diff:.3g}): " + (postprocessing_cause or POSTPROCESSING_CAUSES)
         )
     return notes
 
 
-def postprocessing_hint(tf1: Mapping[str, Any], spec: Any, top_k: int = 50) -> str | None:
-    """When raw outputs agree and detections do not: decode TF1's own raw outputs with the spec's
-    post-processing under each box-clipping choice; if the other choice reproduces the TF1 graph's
-    detections, that is the difference (the graph was exported by another OD API era)."""
+def tf1_postprocess(tf1: Mapping[str, Any], spec: Any, clipping: str) -> dict[str, Any] | None:
+    """The spec's post-processing (anchors, decoding, score conversion, NMS with `clipping`)
+    applied to TF1 raw outputs, as detections in TF1 layout; None when the anchors do not line
+    up with them."""
     import tensorflow as tf
 
     from pipeline.modeling.anchors import tf1_anchor_boxes
     from pipeline.modeling.postprocess import convert_scores, decode_tf1_boxes, tf1_multiclass_nms
-    from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
 
     anchors = tf1_anchor_boxes(spec)
     if anchors.shape[0] != np.asarray(tf1["box_encodings"]).shape[0]:
@@ -431,20 +436,36 @@ def postprocessing_hint(tf1: Mapping[str, Any], spec: Any, top_k: int = 50) -> s
         post.logit_scale,
         spec.add_background_class,
     )
+    out_boxes, out_scores, out_classes, num = tf1_multiclass_nms(
+        boxes, scores, post.score_threshold, post.iou_threshold,
+        post.max_detections_per_class, post.max_total_detections, clipping,
+    )  # fmt: skip
+    return {
+        "detection_boxes": out_boxes.numpy()[0],
+        "detection_scores": out_scores.numpy()[0],
+        "detection_classes": out_classes.numpy()[0] + 1.0,
+        "num_detections": int(num.numpy()[0]),
+    }
+
+
+def reproducing_clippings(tf1: Mapping[str, Any], spec: Any, top_k: int = TOP_K) -> list[str]:
+    """The box-clipping choices under which the spec's post-processing, applied to the TF1
+    graph's own raw outputs, reproduces the graph's top-k detections."""
+    from pipeline.modeling.spec import BOX_CLIPPING_CHOICES
+
     agreeing = []
     for clipping in BOX_CLIPPING_CHOICES:
-        out_boxes, out_scores, out_classes, num = tf1_multiclass_nms(
-            boxes, scores, post.score_threshold, post.iou_threshold,
-            post.max_detections_per_class, post.max_total_detections, clipping,
-        )  # fmt: skip
-        candidate = {
-            "detection_boxes": out_boxes.numpy()[0],
-            "detection_scores": out_scores.numpy()[0],
-            "detection_classes": out_classes.numpy()[0] + 1.0,
-            "num_detections": int(num.numpy()[0]),
-        }
-        if compare_detections(tf1, candidate, top_k).passed:
+        candidate = tf1_postprocess(tf1, spec, clipping)
+        if candidate is not None and compare_detections(tf1, candidate, top_k).passed:
             agreeing.append(clipping)
+    return agreeing
+
+
+def postprocessing_hint(spec: Any, agreeing: Sequence[str]) -> str | None:
+    """When raw outputs agree and detections do not, and another box-clipping choice reproduces
+    the TF1 graph's detections from its own raw outputs (`reproducing_clippings`): the graph
+    comes from another OD API era."""
+    post = spec.post_processing
     if not agreeing or post.box_clipping in agreeing:
         return None
     other = agreeing[0]
@@ -452,6 +473,28 @@ def postprocessing_hint(tf1: Mapping[str, Any], spec: Any, top_k: int = 50) -> s
         f"the TF1 graph's detections are reproduced from its own raw outputs with boxes clipped "
         f"{other.replace('_', ' ')}, not {post.box_clipping.replace('_', ' ')}: the graph comes "
         f"from another OD API era; convert with --box-clipping {other}"
+    )
+
+
+def near_tie_cause(result: ImageParity) -> str:
+    """The cause of a detection mismatch when the model's own post-processing reproduces the
+    TF1 graph's detections from the graph's raw outputs: the post-processing is the same, and
+    the raw outputs' float noise reorders near-equal scores."""
+    raw_diff = max(result.box_encodings.max_abs_diff, result.class_logits.max_abs_diff)
+    example = ""
+    if result.detections.unmatched:
+        u = result.detections.unmatched[0]
+        example = (
+            f" (TF1's rank-{u['rank']} class-{u['class']} detection at {u['score']:.6g}: TF2's "
+            f"closest box of that class overlaps it with IoU {u['best_tf2_iou']:.3f}, score "
+            f"{u['best_tf2_score_diff']:.2g} away)"
+        )
+    return (
+        f"the model's post-processing applied to the TF1 graph's own raw outputs reproduces its "
+        f"detections, so post-processing is the same; the raw outputs' float differences (up to "
+        f"{raw_diff:.2g}, within tolerance) reorder near-equal scores and NMS keeps another of "
+        f"overlapping boxes{example}: weights whose scores barely vary between anchors (untrained "
+        f"or synthetic) do this; check with other weights or images"
     )
 
 
@@ -600,12 +643,16 @@ def verify_conversion(
             results.append(result)
             if not result.passed and not diagnosis:
                 hint_spec = _spec_of(tf2, spec, tf1_zoo_dir)
-                notes = diagnose(
-                    tf1_out, tf2_out, result, sizes, level_names(hint_spec), base_causes(hint_spec)
-                )
+                agreeing: list[str] = []
                 if raw_passed(result) and hint_spec is not None:
-                    hint = postprocessing_hint(tf1_out, hint_spec)
-                    notes += [hint] if hint else []
+                    agreeing = reproducing_clippings(tf1_out, hint_spec)
+                same = hint_spec is not None and hint_spec.post_processing.box_clipping in agreeing
+                notes = diagnose(
+                    tf1_out, tf2_out, result, sizes, level_names(hint_spec),
+                    base_causes(hint_spec), near_tie_cause(result) if same else None,
+                )  # fmt: skip
+                hint = postprocessing_hint(hint_spec, agreeing) if hint_spec else None
+                notes += [hint] if hint else []
                 diagnosis = [f"{name}: {note}" for note in notes]
     report = summarize(results, tf1_graph=kind, diagnosis=diagnosis)
     report.tf1_graph_file = str(graph_file)

@@ -71,10 +71,13 @@ def build_report(
             "total": tf2_total,
             "initialised_from_tf1": len(plan.assignments),
             "initialised_implied_constants": [name for name, _, _ in plan.implied],
+            "zeroed_pruned_from_graph": [name for name, _, _ in plan.pruned],
             "fresh": fresh_variables,
             "uninitialised": plan.tf2_uninitialised,
         },
         "fresh_layers": plan.fresh_layers,
+        # Layers TF1 builds but its detections never read, which the frozen graph lacks (zeroed).
+        "pruned_layers": plan.pruned_layers,
         "post_processing": {
             "box_clipping": box_clipping.value
             if box_clipping
@@ -167,6 +170,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| TF2 variables | {tf2['total']} |",
         f"| TF2 initialised from TF1 | {tf2['initialised_from_tf1']} |",
         f"| TF2 implied constants | {len(tf2['initialised_implied_constants'])} |",
+        f"| TF2 zeroed: unread layers the frozen graph pruned | "
+        f"{len(tf2.get('zeroed_pruned_from_graph', []))} |",
         f"| TF2 fresh (class count changed) | {len(tf2['fresh'])} |",
         f"| TF2 uninitialised | {len(tf2['uninitialised'])} |",
         "",

@@ -57,6 +57,9 @@ _V1_BLOCKS = (
     (1, 1024),
 )
 _V1_TAPS = {11: "4", 13: "5"}
+# The last base layer the detections read, where TF1 builds more: the PPN reads
+# Conv2d_11_pointwise, so a frozen graph prunes Conv2d_12/13 (their checkpoint variables exist).
+_V1_LAST_READ = {"ssd_mobilenet_v1_ppn": 11}
 # SSDMobileNetV1FpnFeatureExtractor's FPN inputs: Conv2d_{3,5,11,13}_pointwise for levels 2..5.
 _V1_FPN_TAPS = {3: "2", 5: "3", 11: "4", 13: "5"}
 
@@ -289,6 +292,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         # TF1 names the quantization ops by op scope, which repeats `MobilenetV1`.
         quant_scope = f"{scope}/MobilenetV1"
         taps = _V1_FPN_TAPS if cfg["architecture"] == "ssd_mobilenet_v1_fpn" else _V1_TAPS
+        last_read = _V1_LAST_READ.get(cfg["architecture"], len(_V1_BLOCKS))
+        unread_from: int | None = None
 
         def depth(d: int) -> int:
             return defs.floor_depth(d, cfg["depth_multiplier"], cfg["min_depth"])
@@ -305,6 +310,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
         layout.fake_quant(f"{quant_scope}/Conv2d_0", block, "0")
         endpoints = {}
         for index, (stride, out) in enumerate(_V1_BLOCKS, start=1):
+            if index == last_read + 1:
+                unread_from = len(layout.records)
             block = self._blocks.separable(
                 filters=depth(out), kernel_size=3, strides=stride, activation=cfg["activation"],
                 **self._block_kwargs,
@@ -318,6 +325,8 @@ class TF1MobileNetBackbone(TF1FunctionalModel):
             layout.fake_quant(f"{quant_scope}/Conv2d_{index}_pointwise", block, "1")
             if index in taps:
                 endpoints[taps[index]] = x
+        if unread_from is not None:
+            layout.mark_unread(unread_from)
         return endpoints
 
 

@@ -14,9 +14,12 @@ differs in ways that change detections:
   changed in July 2018 (`PostProcessingSpec.box_clipping`): the OD API of the 2018_01..07_03 zoo
   graphs clips every box before NMS; later versions (TF 1.9-1.15 exports) run NMS on the
   unclipped boxes and clip the sorted survivors before the total limit. Model Garden's v1/v2 NMS
-  has a single per-class/total limit and a pre-NMS top-k, and does not clip. Here TensorFlow's
-  `combined_non_max_suppression` (per-class greedy NMS, strict score threshold, separate per-class
-  and total limits — TF1's semantics) does the NMS, with TF1's clipping around it.
+  has a single per-class/total limit and a pre-NMS top-k, and does not clip. Here, as in TF1, the
+  `NonMaxSuppression` kernel TF1's graphs run does the NMS class by class (greedy, strict score
+  threshold; equal scores go to the lower anchor index), the survivors are concatenated class
+  by class and ranked by a stable sort, with TF1's clipping around it. (TensorFlow's
+  `combined_non_max_suppression` has the same semantics but breaks equal scores in heap order:
+  with saturated or near-constant scores it keeps other boxes than TF1.)
 """
 
 from __future__ import annotations
@@ -82,6 +85,42 @@ def convert_scores(
     return scores[..., 1:] if add_background_class else scores
 
 
+def _per_class_nms(
+    boxes: tf.Tensor,
+    scores: tf.Tensor,
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections_per_class: int,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """boxes [B, N, 4], scores [B, N, C] -> each class's NMS survivors, concatenated class by
+    class as TF1's multiclass_non_max_suppression concatenates them: boxes [B, C * M, 4], scores
+    [B, C * M] (-1 where a class has fewer than M survivors), classes [B, C * M] (0-based)."""
+    num_classes = int(scores.shape[-1])
+    limit = max_detections_per_class
+
+    def one_image(args: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image_boxes, image_scores = args
+        parts_boxes, parts_scores, parts_classes = [], [], []
+        for k in range(num_classes):
+            class_scores = image_scores[:, k]
+            selected, valid = tf.raw_ops.NonMaxSuppressionV4(
+                boxes=image_boxes, scores=class_scores, max_output_size=limit,
+                iou_threshold=iou_threshold, score_threshold=score_threshold,
+                pad_to_max_output_size=True,
+            )  # fmt: skip
+            live = tf.range(limit) < valid
+            parts_boxes.append(tf.gather(image_boxes, selected))
+            parts_scores.append(tf.where(live, tf.gather(class_scores, selected), -1.0))
+            parts_classes.append(tf.fill([limit], float(k)))
+        return tf.concat(parts_boxes, 0), tf.concat(parts_scores, 0), tf.concat(parts_classes, 0)
+
+    return tf.map_fn(
+        one_image,
+        (tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32)),
+        fn_output_signature=(tf.float32, tf.float32, tf.float32),
+    )
+
+
 def tf1_multiclass_nms(
     boxes: tf.Tensor,
     scores: tf.Tensor,
@@ -95,47 +134,27 @@ def tf1_multiclass_nms(
 
     `box_clipping` is 'before_nms' (2018 OD API) or 'after_nms' (later OD API), see the module
     docstring."""
-    if box_clipping == "before_nms":
-        clipped = tf.clip_by_value(boxes, 0.0, 1.0)
-        # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 at -1.
-        scores = tf.where(_nonzero_area(clipped)[..., None], scores, -tf.ones_like(scores))
-        nmsed = tf.image.combined_non_max_suppression(
-            clipped[:, :, None, :],
-            scores,
-            max_output_size_per_class=max_detections_per_class,
-            max_total_size=max_total_detections,
-            iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
-            pad_per_class=False,
-            clip_boxes=False,
-        )
-        return nmsed.nmsed_boxes, nmsed.nmsed_scores, nmsed.nmsed_classes, nmsed.valid_detections
-    if box_clipping != "after_nms":
+    if box_clipping not in ("before_nms", "after_nms"):
         raise ValueError(f"box_clipping must be 'before_nms' or 'after_nms', not {box_clipping!r}")
-    # Every per-class survivor is kept through NMS, since pruning empty boxes after clipping can
-    # promote candidates beyond the total limit.
-    candidates = int(scores.shape[-1]) * max_detections_per_class
-    nmsed = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :],
-        scores,
-        max_output_size_per_class=max_detections_per_class,
-        max_total_size=candidates,
-        iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
-        pad_per_class=False,
-        clip_boxes=False,
+    if box_clipping == "before_nms":
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
+        # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 at -1.
+        scores = tf.where(_nonzero_area(boxes)[..., None], scores, -tf.ones_like(scores))
+    survivors, survivor_scores, survivor_classes = _per_class_nms(
+        boxes, scores, score_threshold, iou_threshold, max_detections_per_class
     )
-    clipped = tf.clip_by_value(nmsed.nmsed_boxes, 0.0, 1.0)
-    valid = tf.range(candidates)[None, :] < nmsed.valid_detections[:, None]
-    keep = valid & _nonzero_area(clipped)
-    ranked = tf.where(keep, nmsed.nmsed_scores, -tf.ones_like(nmsed.nmsed_scores))
-    # top_k is stable, like TF1's sort_by_field: ties keep the NMS output order.
-    top_scores, order = tf.math.top_k(ranked, k=min(max_total_detections, candidates))
+    if box_clipping == "after_nms":
+        # TF1 clips the survivors and drops those left empty before the total limit.
+        survivors = tf.clip_by_value(survivors, 0.0, 1.0)
+        survivor_scores = tf.where(_nonzero_area(survivors), survivor_scores, -1.0)
+    candidates = int(survivor_scores.shape[-1])
+    # top_k is stable, like TF1's sort_by_field: ties keep the class-by-class NMS order.
+    top_scores, order = tf.math.top_k(survivor_scores, k=min(max_total_detections, candidates))
     num = tf.reduce_sum(tf.cast(top_scores >= 0.0, tf.int32), axis=-1)
     live = tf.range(tf.shape(order)[-1])[None, :] < num[:, None]
-    out_boxes = tf.where(live[..., None], tf.gather(clipped, order, batch_dims=1), 0.0)
+    out_boxes = tf.where(live[..., None], tf.gather(survivors, order, batch_dims=1), 0.0)
     out_scores = tf.where(live, top_scores, 0.0)
-    out_classes = tf.where(live, tf.gather(nmsed.nmsed_classes, order, batch_dims=1), 0.0)
+    out_classes = tf.where(live, tf.gather(survivor_classes, order, batch_dims=1), 0.0)
     return out_boxes, out_scores, out_classes, num
 
 

@@ -87,6 +87,9 @@ class LayerRecord:
     # TF1 variables that may legitimately be absent, with the value that reproduces their
     # absence (BatchNorm without scale has no gamma: gamma = 1; without center: beta = 0).
     implied: tuple[tuple[str, float], ...] = ()
+    # False for a layer TF1 builds (its variables are in checkpoints) but whose output the
+    # detections never read: freezing prunes it, so a frozen graph may lack its variables.
+    read_by_outputs: bool = True
 
     @property
     def layer(self) -> Any:
@@ -127,6 +130,12 @@ class TF1Layout:
         self.records.append(
             LayerRecord(scope, kind, owner, attribute, self.module, class_dependent, implied)
         )
+
+    def mark_unread(self, first: int) -> None:
+        """Records `first`.. are layers the model's outputs never read (see LayerRecord)."""
+        self.records[first:] = [
+            dataclasses.replace(record, read_by_outputs=False) for record in self.records[first:]
+        ]
 
     def conv_bn(
         self,

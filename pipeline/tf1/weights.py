@@ -61,6 +61,8 @@ class WeightSource:
     # 'raw' | 'moving_average' | 'as_exported' (a graph holds one set of values), and why.
     weights: str
     reason: str
+    # A frozen graph keeps only the variables that reach its outputs.
+    pruned_to_outputs: bool = False
 
     def read(self, name: str) -> np.ndarray:
         raise NotImplementedError
@@ -157,6 +159,8 @@ class GraphConstantWeights(WeightSource):
     have no such reader. BatchNorm parameters stay separate
     constants whether the graph uses FusedBatchNorm or the decomposed ops.
     """
+
+    pruned_to_outputs = True
 
     def __init__(self, graph_def: Any, location: str, form: str) -> None:
         self.form = form
