@@ -123,6 +123,46 @@ def test_box_clipping_before_and_after_nms() -> None:
     assert np.allclose(b2[0, :2], [[0, 0, 1, 1], [0, 0, 1, 1]])
 
 
+@pytest.mark.parametrize("clipping", ["before_nms", "after_nms"])
+def test_equal_scores_go_to_the_lower_proposal_and_class_as_in_tf1(clipping: str) -> None:
+    """Saturated second-stage scores tie exactly (softmax gives 1.0). TF1 runs the
+    NonMaxSuppression kernel class by class over each class's own boxes (equal scores: the lower
+    proposal first) and ranks the survivors with a stable sort (equal scores: the lower class
+    first); combined NMS breaks such ties in heap order."""
+    import tensorflow as tf
+    from test_postprocessing_eras import _iou
+
+    from pipeline.modeling.faster_rcnn.layers import tf1_batch_nms
+    from pipeline.modeling.faster_rcnn.spec import NMSSpec
+
+    rng = np.random.default_rng(0)
+    x = np.arange(40, dtype=np.float32) * 0.2
+    # A box per class: class 1's are class 0's moved down; all of class 0 score 1.0.
+    class0 = np.stack([np.full(40, 2.0), x, np.full(40, 6.0), x + 1.0], axis=1)
+    class1 = class0 + np.array([1.0, 0.0, 1.0, 0.0])
+    order = rng.permutation(40)
+    boxes = np.stack([class0, class1], axis=1)[order].astype(np.float32)  # [40, 2, 4]
+    scores = np.stack([np.ones(40), np.full(40, 0.5)], axis=1).astype(np.float32)
+    window = tf.constant([[0.0, 0.0, 10.0, 10.0]])
+    out_boxes, out_scores, out_classes, num = tf1_batch_nms(
+        tf.constant(boxes[None]), tf.constant(scores[None]), window, NMSSpec(0.0, 0.5, 10, 12),
+        clipping, change_frame=False,
+    )  # fmt: skip
+    expected = []  # greedy in proposal order, per class; class 0's survivors rank first
+    for k in range(2):
+        kept: list[int] = []
+        for i in range(40):
+            if len(kept) < 10 and all(_iou(boxes[i, k], boxes[j, k]) <= 0.5 for j in kept):
+                kept.append(i)
+        expected += [(k, i) for i in kept]
+    expected = expected[:12]
+    n = int(num[0])
+    assert n == 12
+    np.testing.assert_array_equal(out_classes[0, :n], [k for k, _ in expected])
+    np.testing.assert_array_equal(out_boxes[0, :n], [boxes[i, k] for k, i in expected])
+    np.testing.assert_array_equal(out_scores[0, :n], [scores[i, k] for k, i in expected])
+
+
 def test_user_graph_box_clipping_is_read(user_export: Path) -> None:
     from pipeline.tf1.graph_facts import detect_box_clipping
 

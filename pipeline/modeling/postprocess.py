@@ -85,31 +85,37 @@ def convert_scores(
     return scores[..., 1:] if add_background_class else scores
 
 
-def _per_class_nms(
+def per_class_nms(
     boxes: tf.Tensor,
     scores: tf.Tensor,
     score_threshold: float,
     iou_threshold: float,
     max_detections_per_class: int,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """boxes [B, N, 4], scores [B, N, C] -> each class's NMS survivors, concatenated class by
-    class as TF1's multiclass_non_max_suppression concatenates them: boxes [B, C * M, 4], scores
-    [B, C * M] (-1 where a class has fewer than M survivors), classes [B, C * M] (0-based)."""
+    """TF1's multiclass_non_max_suppression before its final sort: boxes [B, N, 4], or
+    [B, N, q, 4] with q = 1 or a box per class (Faster R-CNN), scores [B, N, C] -> each class's
+    NMS survivors (the `NonMaxSuppression` kernel: greedy, strict score threshold, equal scores
+    to the lower index), concatenated class by class: boxes [B, C * M, 4], scores [B, C * M]
+    (-1 where a class has fewer than M survivors), classes [B, C * M] (0-based, float)."""
     num_classes = int(scores.shape[-1])
     limit = max_detections_per_class
+    if boxes.shape.rank == 3:
+        boxes = boxes[:, :, None, :]
+    per_class_boxes = int(boxes.shape[2]) > 1
 
     def one_image(args: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         image_boxes, image_scores = args
         parts_boxes, parts_scores, parts_classes = [], [], []
         for k in range(num_classes):
+            class_boxes = image_boxes[:, k if per_class_boxes else 0]
             class_scores = image_scores[:, k]
             selected, valid = tf.raw_ops.NonMaxSuppressionV4(
-                boxes=image_boxes, scores=class_scores, max_output_size=limit,
+                boxes=class_boxes, scores=class_scores, max_output_size=limit,
                 iou_threshold=iou_threshold, score_threshold=score_threshold,
                 pad_to_max_output_size=True,
             )  # fmt: skip
             live = tf.range(limit) < valid
-            parts_boxes.append(tf.gather(image_boxes, selected))
+            parts_boxes.append(tf.gather(class_boxes, selected))
             parts_scores.append(tf.where(live, tf.gather(class_scores, selected), -1.0))
             parts_classes.append(tf.fill([limit], float(k)))
         return tf.concat(parts_boxes, 0), tf.concat(parts_scores, 0), tf.concat(parts_classes, 0)
@@ -140,7 +146,7 @@ def tf1_multiclass_nms(
         boxes = tf.clip_by_value(boxes, 0.0, 1.0)
         # Boxes TF1 discards for an empty clipped area can never pass a threshold >= 0 at -1.
         scores = tf.where(_nonzero_area(boxes)[..., None], scores, -tf.ones_like(scores))
-    survivors, survivor_scores, survivor_classes = _per_class_nms(
+    survivors, survivor_scores, survivor_classes = per_class_nms(
         boxes, scores, score_threshold, iou_threshold, max_detections_per_class
     )
     if box_clipping == "after_nms":

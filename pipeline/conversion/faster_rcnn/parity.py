@@ -182,7 +182,7 @@ def align_proposals(
     tf1: dict[str, Any], tf2: dict[str, Any], tolerance: float = RELATIVE_TOLERANCE
 ) -> tuple[dict[str, Any], int]:
     """Undo proposal swaps between equal-score proposals: NMS implementations order exact score
-    ties differently (TF1's NonMaxSuppressionV2 vs combined NMS), which permutes the second
+    ties differently (TF1's NonMaxSuppressionV2 vs another kernel), which permutes the second
     proposals without changing what is computed. Only rows that differ are re-paired, each
     with an identical (to `tolerance`) TF2 row; returns TF2's outputs with the proposals
     re-ordered (the second stage ran on TF1's proposals) and the number of rows moved (0 when

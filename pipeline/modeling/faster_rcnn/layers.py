@@ -26,7 +26,7 @@ import tensorflow as tf
 import tf_keras
 
 from pipeline.modeling.faster_rcnn.spec import GridAnchorSpec, NMSSpec
-from pipeline.modeling.postprocess import convert_scores, decode_tf1_boxes
+from pipeline.modeling.postprocess import convert_scores, decode_tf1_boxes, per_class_nms
 
 
 def grid_anchors(height: tf.Tensor, width: tf.Tensor, spec: GridAnchorSpec) -> tf.Tensor:
@@ -100,11 +100,11 @@ def tf1_batch_nms(
     `box_clipping` 'before_nms' (OD API of TF <= 1.8): score filter, clip to the window, drop
     empty boxes, NMS per class, best max_total overall. 'after_nms' (later OD API): NMS per class
     on the unclipped boxes, then clip, drop empty boxes, best max_total. The per-class greedy NMS
-    (IoU > threshold suppresses, strict score threshold, per-class and total limits) is
-    TensorFlow's `combined_non_max_suppression`.
+    (IoU > threshold suppresses, strict score threshold, per-class and total limits) is TF1's,
+    class by class (`pipeline.modeling.postprocess.per_class_nms`), and the survivors are ranked
+    by a stable sort as TF1's sort_by_field ranks them.
     """
     window_b = window[:, None, None, :]
-    num_classes = scores.shape[-1]
     if valid is not None:
         scores = tf.where(valid[..., None], scores, -tf.ones_like(scores))
     if box_clipping == "before_nms":
@@ -113,44 +113,20 @@ def tf1_batch_nms(
         scores = tf.where(_area(boxes) > 0.0, scores, -tf.ones_like(scores))
         if change_frame:
             boxes = _change_frame(boxes, window_b)
-        result = tf.image.combined_non_max_suppression(
-            boxes,
-            scores,
-            max_output_size_per_class=nms.max_detections_per_class,
-            max_total_size=nms.max_total_detections,
-            iou_threshold=nms.iou_threshold,
-            score_threshold=nms.score_threshold,
-            pad_per_class=False,
-            clip_boxes=False,
-        )
-        return (
-            result.nmsed_boxes,
-            result.nmsed_scores,
-            result.nmsed_classes,
-            result.valid_detections,
-        )
-    # after_nms: keep every per-class survivor, then clip, prune and rank as TF1 does.
-    result = tf.image.combined_non_max_suppression(
-        boxes,
-        scores,
-        max_output_size_per_class=nms.max_detections_per_class,
-        max_total_size=nms.max_detections_per_class * num_classes,
-        iou_threshold=nms.iou_threshold,
-        score_threshold=nms.score_threshold,
-        pad_per_class=False,
-        clip_boxes=False,
+    kept, kept_scores, kept_classes = per_class_nms(
+        boxes, scores, nms.score_threshold, nms.iou_threshold, nms.max_detections_per_class
     )
-    kept = result.nmsed_boxes
-    slots = tf.shape(kept)[1]
-    alive = tf.range(slots)[None, :] < result.valid_detections[:, None]
-    clipped = clip_to_window(kept, window[:, None, :])
-    alive = alive & (_area(clipped) > 0.0)
-    ranked = tf.where(alive, result.nmsed_scores, -tf.ones_like(result.nmsed_scores))
-    total = tf.minimum(nms.max_total_detections, slots)
-    top_scores, order = tf.math.top_k(ranked, k=total)
-    top_boxes = tf.gather(clipped, order, batch_dims=1)
-    top_classes = tf.gather(result.nmsed_classes, order, batch_dims=1)
-    if change_frame:
+    if box_clipping == "after_nms":
+        # Every per-class survivor is clipped, and those left empty are dropped, before the
+        # total limit.
+        kept = clip_to_window(kept, window[:, None, :])
+        kept_scores = tf.where(_area(kept) > 0.0, kept_scores, -tf.ones_like(kept_scores))
+    slots = int(kept_scores.shape[-1])
+    total = min(nms.max_total_detections, slots)
+    top_scores, order = tf.math.top_k(kept_scores, k=total)  # stable: ties keep class order
+    top_boxes = tf.gather(kept, order, batch_dims=1)
+    top_classes = tf.gather(kept_classes, order, batch_dims=1)
+    if change_frame and box_clipping == "after_nms":
         top_boxes = _change_frame(top_boxes, window[:, None, :])
     keep = top_scores >= 0.0
     count = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
