@@ -16,7 +16,6 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-# kind -> ((TF1 leaf name, Keras attribute), ...)
 # The zero-debias state of a TF1 moving-average range (`assign_moving_average`'s `biased` and
 # `local_step`, scoped by the range's own name). Exported checkpoints and graphs lack it; TF1 then
 # starts it at 0 when training, as the model does.
@@ -27,6 +26,7 @@ _DEBIAS_STATE = tuple(
 )
 _OPTIONAL = {leaf: 0.0 for leaf, _ in _DEBIAS_STATE}
 
+# kind -> ((TF1 leaf name, Keras attribute), ...)
 _VARIABLES = {
     "conv": (("weights", "kernel"),),
     "conv_bias": (("weights", "kernel"), ("biases", "bias")),
